@@ -1,0 +1,15 @@
+{
+  "targets": [
+    {
+      "target_name": "vdx_native",
+      "sources": [
+        "native/addon.cc",
+        "native/eventfd.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-O2"],
+      "cflags_cc!": ["-fno-exceptions"]
+    }
+  ]
+}

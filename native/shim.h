@@ -1,0 +1,22 @@
+// Helpers shared by the shim's syscall families. The shim holds no protocol
+// logic: each export checks its arguments, makes one syscall and returns a
+// value, -errno (hot path) or throws a VdxError-shaped JS error (slow path).
+#pragma once
+#include <napi.h>
+#include <cerrno>
+#include <cstdint>
+
+namespace vdx {
+
+// Throws a JS Error carrying errno and the syscall name; src/native turns it
+// into a VdxError. Returns an empty value so callers can `return ThrowErrno(...)`.
+Napi::Value ThrowErrno(Napi::Env env, int err, const char* syscall);
+
+// Argument checks throw TypeError: a wrong type is a programming error in the
+// TypeScript layer, never guest input.
+bool ArgInt32(const Napi::CallbackInfo& info, size_t i, int32_t* out);
+bool ArgUint32(const Napi::CallbackInfo& info, size_t i, uint32_t* out);
+
+void InitEventfd(Napi::Env env, Napi::Object exports);
+
+}  // namespace vdx

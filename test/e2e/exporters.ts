@@ -1,0 +1,49 @@
+// Exporters under test. The e2e checks take one as a parameter, so the peer
+// (qemu-storage-daemon) and vdx face the very same checks.
+import type { ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { LOG_DIR, exited, spawnTracked, waitForPath } from './vm.js';
+
+export interface VhostUserExportSpec {
+  /** unix socket path the exporter listens on */
+  socket: string;
+  /** raw image file backing the export */
+  image: string;
+  queues: number;
+}
+
+/** Serves a vhost-user-blk socket on the host. */
+export interface VhostUserExporter {
+  readonly name: string;
+  start(spec: VhostUserExportSpec): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** VDUSE exporters run inside the guest: the name of a file in test/e2e/guest/exporters/. */
+export type VduseExporter = 'qsd-vduse';
+
+export class QsdVhostUser implements VhostUserExporter {
+  readonly name = 'qemu-storage-daemon';
+  private child: ChildProcess | undefined;
+
+  async start(s: VhostUserExportSpec): Promise<void> {
+    const args = [
+      '--blockdev', `file,node-name=disk,filename=${s.image},cache.direct=off`,
+      '--export',
+      `vhost-user-blk,id=exp0,node-name=disk,addr.type=unix,addr.path=${s.socket},writable=on,num-queues=${s.queues}`,
+    ];
+    this.child = spawnTracked('qemu-storage-daemon', args);
+    const log = createWriteStream(join(LOG_DIR, 'qsd-vhost-user.log'));
+    this.child.stdout?.pipe(log);
+    this.child.stderr?.pipe(log);
+    await waitForPath(s.socket, this.child, 'qemu-storage-daemon');
+  }
+
+  async stop(): Promise<void> {
+    if (!this.child) return;
+    this.child.kill('SIGTERM');
+    await exited(this.child);
+    this.child = undefined;
+  }
+}

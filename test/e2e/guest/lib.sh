@@ -1,0 +1,85 @@
+# Helpers for scripts that run inside the bench guest (bash, root, cwd = $VDX_RUN).
+# Sourced by the checks; every failure prints why and exits non-zero.
+set -euo pipefail
+
+USERLAND="$VDX_SRC/scripts/vm/in-userland.sh"
+
+step() { echo "== $*"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# wait_until SECONDS COMMAND...: poll until COMMAND succeeds.
+wait_until() {
+  local limit=$1; shift
+  local end=$(( $(date +%s) + limit ))
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$end" ] || return 1
+    sleep 0.1
+  done
+}
+
+# Files with random content, a nested directory and a hard-to-compress size,
+# written to a fresh ext4 on DEV; their checksums are kept in /tmp/fs.sums.
+fs_write() {
+  local dev=$1 mnt=/tmp/mnt
+  mkdir -p $mnt
+  step "mkfs.ext4 on $dev"
+  mkfs.ext4 -q -F "$dev"
+  mount "$dev" $mnt
+  mkdir -p $mnt/dir/sub
+  head -c 3M /dev/urandom >$mnt/a.bin
+  head -c 777777 /dev/urandom >$mnt/dir/b.bin
+  head -c 5000 /dev/urandom >$mnt/dir/sub/c.bin
+  seq 1 20000 >$mnt/dir/numbers.txt
+  (cd $mnt && find . -type f ! -name lost+found -print0 | sort -z | xargs -0 sha256sum) >/tmp/fs.sums
+  umount $mnt
+  step "fsck after write"
+  fsck.ext4 -fn "$dev"
+}
+
+# Mount DEV again and check every file against /tmp/fs.sums; fsck clean.
+fs_verify() {
+  local dev=$1 mnt=/tmp/mnt
+  mkdir -p $mnt
+  mount "$dev" $mnt
+  (cd $mnt && sha256sum --quiet -c /tmp/fs.sums) || { umount $mnt; fail "checksums differ on $dev"; }
+  umount $mnt
+  fsck.ext4 -fn "$dev" >/dev/null || fail "fsck found errors on $dev"
+  step "files verified on $dev"
+}
+
+# The whole round trip the issues ask for: mkfs, write, fsck, remount, compare.
+fs_roundtrip() {
+  fs_write "$1"
+  fs_verify "$1"
+}
+
+# ---- vDPA bus (sysfs), used by the peer checks ----
+
+# vdpa_block NAME: the /dev/vdX of a vdpa device bound to virtio_vdpa.
+vdpa_block() {
+  local b
+  b=$(ls -d /sys/bus/vdpa/devices/"$1"/virtio*/block/* 2>/dev/null | head -n 1) || true
+  [ -n "$b" ] && echo "/dev/${b##*/}"
+}
+
+# vdpa_vhost NAME: the /dev/vhost-vdpa-N of a vdpa device bound to vhost_vdpa.
+vdpa_vhost() {
+  local v
+  v=$(ls -d /sys/bus/vdpa/devices/"$1"/vhost-vdpa-* 2>/dev/null | head -n 1) || true
+  [ -n "$v" ] && echo "/dev/${v##*/}"
+}
+
+# vdpa_switch NAME virtio_vdpa|vhost_vdpa: move a device to the other driver at run time.
+vdpa_switch() {
+  local name=$1 drv=$2 d=/sys/bus/vdpa/devices/$1
+  if [ -e "$d/driver" ]; then
+    local cur; cur=$(basename "$(readlink "$d/driver")")
+    echo "$name" >/sys/bus/vdpa/drivers/"$cur"/unbind
+  fi
+  echo "$drv" >"$d/driver_override"
+  echo "$name" >/sys/bus/vdpa/drivers_probe
+  [ "$(basename "$(readlink "$d/driver")")" = "$drv" ] || fail "$name did not bind to $drv"
+}
+
+# dev_sha256 DEV: checksum of a whole block device or file.
+dev_sha256() { sha256sum <"$1" | cut -d' ' -f1; }

@@ -1,0 +1,227 @@
+// The real-kernel bench: boot the Debian 13 (6.12) kernel under QEMU TCG with the
+// host root shared read-only over 9p, run a bash script in the guest and return
+// its exit status and output. See scripts/vm/ for how the assets are made.
+//
+// Every process started here (QEMU, peers, clients) is tracked and killed by
+// killTracked(), which the e2e files call in afterEach: no test leaves one behind.
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseGuestConsole } from './console.js';
+
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+export const CACHE = process.env.VDX_CACHE ?? '/var/cache/vdx';
+export const KERNEL = join(CACHE, 'kernel/current/vmlinuz');
+export const INITRAMFS = join(CACHE, 'initramfs.gz');
+/** Where the guest sees this repository (read-only), wherever it was cloned on the host. */
+export const GUEST_SRC = '/run/vdx-src';
+export const LOG_DIR = join(REPO, 'test-results/e2e');
+const IN_USERLAND = join(REPO, 'scripts/vm/in-userland.sh');
+
+// ---------------------------------------------------------------- processes
+
+const tracked = new Set<ChildProcess>();
+
+/**
+ * spawn() in a process group of its own, remembered until it exits, so that
+ * killTracked() can end it with everything it started (chroot, unshare, ...).
+ */
+export function spawnTracked(cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts, detached: true });
+  tracked.add(child);
+  child.once('exit', () => tracked.delete(child));
+  child.once('error', () => tracked.delete(child));
+  return child;
+}
+
+function signalGroup(child: ChildProcess, sig: NodeJS.Signals): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, sig);
+  } catch {
+    // already gone
+  }
+}
+
+export function exited(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((res) => child.once('exit', (code) => res(code)));
+}
+
+/** SIGTERM every tracked process group, then SIGKILL what is left after graceMs. */
+export async function killTracked(graceMs = 3000): Promise<void> {
+  const live = [...tracked];
+  for (const c of live) signalGroup(c, 'SIGTERM');
+  const timer = new Promise((res) => setTimeout(res, graceMs));
+  await Promise.race([Promise.all(live.map(exited)), timer]);
+  for (const c of live) if (c.exitCode === null && c.signalCode === null) signalGroup(c, 'SIGKILL');
+  await Promise.all(live.map(exited));
+}
+
+process.once('exit', () => {
+  for (const c of tracked) signalGroup(c, 'SIGKILL');
+});
+
+/** Collect a child's stdout and stderr, and wait for it. */
+export async function run(
+  cmd: string,
+  args: string[],
+  opts: SpawnOptions & { timeoutMs?: number } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawnTracked(cmd, args, opts);
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+  const timer = setTimeout(() => signalGroup(child, 'SIGKILL'), timeoutMs);
+  const code = await exited(child);
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
+
+/** Run a command in the Debian 13 userland (libblkio clients, QEMU 10) on this host. */
+export function runInUserland(args: string[], timeoutMs = 60_000): ReturnType<typeof run> {
+  return run(IN_USERLAND, args, { timeoutMs });
+}
+
+// ---------------------------------------------------------------- guests
+
+export interface GuestOptions {
+  /** Names the console log: test-results/e2e/<name>.console.log */
+  name: string;
+  /** Bash run as root in the guest, cwd = the run share ($VDX_RUN), stdin /dev/null. */
+  script: string;
+  /** Exported before the script runs. */
+  env?: Record<string, string>;
+  qemuArgs?: string[];
+  memMiB?: number;
+  cpus?: number;
+  /** Back guest RAM with a shared memfd, as vhost-user needs. */
+  sharedMemory?: boolean;
+  timeoutMs?: number;
+}
+
+export interface GuestResult {
+  status: number;
+  output: string;
+  durationMs: number;
+  consoleLog: string;
+}
+
+export function benchReady(): string | undefined {
+  for (const f of [KERNEL, INITRAMFS]) {
+    if (!existsSync(f)) return `${f} is missing: run 'bash scripts/vm/prepare.sh' (npm run bench:prepare)`;
+  }
+  return undefined;
+}
+
+function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * Boot a guest, run `script`, power off. Resolves with the script's status and
+ * output; rejects (with the console tail) on timeout or if the guest never
+ * reached or finished the script.
+ */
+export async function runGuest(o: GuestOptions): Promise<GuestResult> {
+  const missing = benchReady();
+  if (missing) throw new Error(missing);
+  mkdirSync(LOG_DIR, { recursive: true });
+  const runDir = mkdtempSync(join(tmpdir(), `vdx-guest-${o.name}-`));
+  const consoleLog = join(LOG_DIR, `${o.name}.console.log`);
+  const nonce = randomBytes(8).toString('hex');
+  const mem = o.memMiB ?? 2048;
+  try {
+    const env = { VDX_SRC: GUEST_SRC, ...o.env };
+    const prelude = Object.entries(env)
+      .map(([k, v]) => `export ${k}=${shellQuote(v)}`)
+      .join('\n');
+    writeFileSync(join(runDir, 'script.sh'), `${prelude}\n${o.script}\n`);
+    writeFileSync(join(runDir, 'mounts'), `vdxsrc ${GUEST_SRC} ro\n`);
+
+    const args = [
+      '-accel', 'tcg,thread=multi',
+      '-smp', String(o.cpus ?? 2),
+      '-m', `${mem}M`,
+      '-nographic', '-no-reboot', '-nic', 'none',
+      '-kernel', KERNEL,
+      '-initrd', INITRAMFS,
+      '-append', `console=ttyS0 quiet loglevel=4 panic=-1 vdx_nonce=${nonce} vdx_run=1`,
+      '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap',
+      '-virtfs', `local,path=${runDir},mount_tag=vdxrun,security_model=passthrough,multidevs=remap`,
+      '-virtfs', `local,path=${REPO},mount_tag=vdxsrc,security_model=passthrough,readonly=on,multidevs=remap`,
+    ];
+    if (o.sharedMemory) {
+      args.push('-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`, '-machine', 'memory-backend=mem');
+    }
+    args.push(...(o.qemuArgs ?? []));
+
+    const started = Date.now();
+    const qemu = spawnTracked('qemu-system-x86_64', args);
+    const log = createWriteStream(consoleLog);
+    let text = '';
+    const collect = (d: Buffer) => {
+      log.write(d);
+      text += d.toString('utf8');
+    };
+    qemu.stdout?.on('data', collect);
+    qemu.stderr?.on('data', collect);
+
+    const timeoutMs = o.timeoutMs ?? 180_000;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      signalGroup(qemu, 'SIGKILL');
+    }, timeoutMs);
+    const code = await exited(qemu);
+    clearTimeout(timer);
+    await new Promise<void>((res) => log.end(res));
+    const durationMs = Date.now() - started;
+
+    const tail = () => text.split('\n').slice(-40).join('\n');
+    if (timedOut) throw new Error(`guest ${o.name}: no result after ${timeoutMs / 1000} s; console tail:\n${tail()}`);
+    const parsed = parseGuestConsole(text, nonce);
+    if (parsed.status === undefined) {
+      throw new Error(`guest ${o.name}: QEMU exited (${code}) before the script finished; console tail:\n${tail()}`);
+    }
+    if (parsed.status === 125) throw new Error(`guest ${o.name}: guest init failed; console tail:\n${tail()}`);
+    return { status: parsed.status, output: parsed.output, durationMs, consoleLog };
+  } finally {
+    rmSync(runDir, { recursive: true, force: true });
+  }
+}
+
+/** Throw with the script's output when it failed, so a red test says why. */
+export function expectGuestOk(r: GuestResult): GuestResult {
+  if (r.status !== 0) {
+    throw new Error(`guest script exited ${r.status} (console: ${r.consoleLog}); output:\n${r.output.slice(-6000)}`);
+  }
+  return r;
+}
+
+/** Wait until `path` exists, or fail early if `child` dies first. */
+export async function waitForPath(path: string, child: ChildProcess, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!existsSync(path)) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before creating ${path}`);
+    if (Date.now() > deadline) throw new Error(`${what} did not create ${path} within ${timeoutMs} ms`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
+
+/** Record a measured figure for the closing note / README (test-results/e2e/timings.jsonl). */
+export function recordTiming(name: string, durationMs: number): void {
+  mkdirSync(LOG_DIR, { recursive: true });
+  writeFileSync(join(LOG_DIR, 'timings.jsonl'), `${JSON.stringify({ name, durationMs, at: new Date().toISOString() })}\n`, {
+    flag: 'a',
+  });
+}
+
+export function readText(path: string): string {
+  return readFileSync(path, 'utf8');
+}
