@@ -5,6 +5,11 @@
 
 VDX_CACHE="${VDX_CACHE:-/var/cache/vdx}"
 VDX_SUITE="${VDX_SUITE:-trixie}"
+case "$VDX_CACHE" in
+  /tmp|/tmp/*|/run|/run/*)
+    echo "vdx-bench: VDX_CACHE=$VDX_CACHE is hidden from the bench guest, which mounts tmpfs on /tmp and /run; choose a folder elsewhere (e.g. /var/cache/vdx)" >&2
+    exit 1 ;;
+esac
 VM_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 die() { echo "vdx-bench: $*" >&2; exit 1; }

@@ -137,7 +137,7 @@ export async function runGuest(o: GuestOptions): Promise<GuestResult> {
   const nonce = randomBytes(8).toString('hex');
   const mem = o.memMiB ?? 2048;
   try {
-    const env = { VDX_SRC: GUEST_SRC, ...o.env };
+    const env = { VDX_SRC: GUEST_SRC, VDX_CACHE: CACHE, ...o.env };
     const prelude = Object.entries(env)
       .map(([k, v]) => `export ${k}=${shellQuote(v)}`)
       .join('\n');
