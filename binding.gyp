@@ -4,7 +4,11 @@
       "target_name": "vdx_native",
       "sources": [
         "native/addon.cc",
-        "native/eventfd.cc"
+        "native/eventfd.cc",
+        "native/mman.cc",
+        "native/socket.cc",
+        "native/epoll.cc",
+        "native/uring.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],

@@ -46,6 +46,10 @@ static Napi::Value Close(const Napi::CallbackInfo& info) {
 static Napi::Object InitShim(Napi::Env env, Napi::Object exports) {
   exports.Set("close", Napi::Function::New(env, vdx::Close, "close"));
   vdx::InitEventfd(env, exports);
+  vdx::InitMman(env, exports);
+  vdx::InitSocket(env, exports);
+  vdx::InitEpoll(env, exports);
+  vdx::InitUring(env, exports);
   return exports;
 }
 

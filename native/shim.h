@@ -18,5 +18,9 @@ bool ArgInt32(const Napi::CallbackInfo& info, size_t i, int32_t* out);
 bool ArgUint32(const Napi::CallbackInfo& info, size_t i, uint32_t* out);
 
 void InitEventfd(Napi::Env env, Napi::Object exports);
+void InitMman(Napi::Env env, Napi::Object exports);
+void InitSocket(Napi::Env env, Napi::Object exports);
+void InitEpoll(Napi::Env env, Napi::Object exports);
+void InitUring(Napi::Env env, Napi::Object exports);
 
 }  // namespace vdx

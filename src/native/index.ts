@@ -6,15 +6,82 @@ import { VdxError } from './vdx-error.js';
 export { VdxError } from './vdx-error.js';
 export { errnoName, E } from './errno.js';
 
-/** The raw addon: slow-path calls throw errors carrying {errno, syscall}; hot-path calls return -errno. */
+/** A mapping made by the shim: the buffer spans it, addr is its host virtual address. */
+export interface Mapping {
+  buffer: ArrayBuffer;
+  addr: number;
+}
+
+export interface UringSetup {
+  fd: number;
+  features: number;
+  sqEntries: number;
+  cqEntries: number;
+  sqOff: { head: number; tail: number; ringMask: number; ringEntries: number; flags: number; dropped: number; array: number };
+  cqOff: { head: number; tail: number; ringMask: number; ringEntries: number; overflow: number; cqes: number; flags: number };
+  sq: Mapping & { length: number };
+  cq: Mapping & { length: number };
+  sqes: Mapping & { length: number };
+  singleMmap: boolean;
+}
+
+export interface FdWatcher {
+  start(readable: boolean, writable: boolean, cb: (status: number, readable: boolean, writable: boolean) => void): void;
+  stop(): void;
+}
+
+/**
+ * The raw addon. Slow-path calls (setup) throw VdxError; hot-path calls return
+ * -errno. Addresses are numbers (x86_64 user addresses are below 2^47).
+ */
 export interface NativeShim {
   close(fd: number): number;
+  // eventfd
   eventfd(initval: number, flags: number): number;
   eventfdRead(fd: number): number;
   eventfdWrite(fd: number, add: number): number;
   readonly EFD_NONBLOCK: number;
   readonly EFD_CLOEXEC: number;
   readonly EFD_SEMAPHORE: number;
+  // mappings
+  mmap(fd: number, offset: number, length: number, prot: number, flags: number): Mapping;
+  munmap(buffer: ArrayBuffer | null, addr: number, length: number): number;
+  viewAddress(addr: number, length: number): ArrayBuffer;
+  detach(buffer: ArrayBuffer): void;
+  memfdCreate(name: string, flags: number): number;
+  ftruncate(fd: number, length: number): void;
+  memcpy(dstAddr: number, srcAddr: number, length: number): void;
+  memset(dstAddr: number, byte: number, length: number): void;
+  madviseRemove(addr: number, length: number): number;
+  readonly PROT_READ: number;
+  readonly PROT_WRITE: number;
+  readonly MAP_SHARED: number;
+  readonly MAP_PRIVATE: number;
+  readonly MAP_ANONYMOUS: number;
+  readonly MAP_POPULATE: number;
+  readonly MFD_CLOEXEC: number;
+  // unix sockets
+  unixListen(path: string, backlog: number): number;
+  unixConnect(path: string): number;
+  socketPair(): [number, number];
+  accept(fd: number): number;
+  setNonblocking(fd: number, on: boolean): number;
+  recvMsg(fd: number, buf: Uint8Array, offset: number, length: number, fdsOut: Int32Array): number;
+  sendMsg(fd: number, buf: Uint8Array, offset: number, length: number, fds: number[]): number;
+  FdWatcher: new (fd: number) => FdWatcher;
+  // epoll
+  epollCreate(): number;
+  epollCtl(epfd: number, op: number, fd: number, events: number, token: number): number;
+  epollWait(epfd: number, out: Uint32Array, timeoutMs: number): number;
+  readonly EPOLL_CTL_ADD: number;
+  readonly EPOLL_CTL_DEL: number;
+  readonly EPOLL_CTL_MOD: number;
+  readonly EPOLLIN: number;
+  // io_uring
+  uringSetup(entries: number, flags: number): UringSetup;
+  uringEnter(fd: number, toSubmit: number, minComplete: number, flags: number): number;
+  uringRegisterEventfd(fd: number, eventfd: number): number;
+  uringRegisterFiles(fd: number, fds: Int32Array): number;
 }
 
 interface ShimError {
@@ -48,6 +115,12 @@ export function loadNative(): NativeShim {
   } catch (e) {
     throw new Error(`vdx native shim not built (${(e as Error).message}); run 'npm ci' or 'npm run install'`);
   }
-  loaded = { ...raw, eventfd: wrapThrowing(raw.eventfd) };
+  const slow = [
+    'eventfd', 'mmap', 'viewAddress', 'memfdCreate', 'ftruncate', 'unixListen', 'unixConnect', 'socketPair',
+    'epollCreate', 'uringSetup',
+  ] as const;
+  const wrapped: Record<string, unknown> = {};
+  for (const k of slow) wrapped[k] = wrapThrowing(raw[k] as (...a: never[]) => unknown);
+  loaded = Object.freeze({ ...raw, ...wrapped }) as NativeShim;
   return loaded;
 }

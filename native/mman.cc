@@ -1,0 +1,147 @@
+// Mappings: mmap/munmap, views of another thread's mapping, memfd, memcpy.
+// Addresses cross into JS as numbers: x86_64 user addresses are < 2^47, exact in a double.
+#include "shim.h"
+
+#include <cstring>
+#include <sys/mman.h>
+#include <unistd.h>
+
+namespace vdx {
+
+static Napi::Value Mapping(Napi::Env env, void* addr, size_t len) {
+  Napi::Object o = Napi::Object::New(env);
+  // No finalizer: the owner unmaps explicitly (munmap detaches the buffer first,
+  // so a stale view reads as empty instead of faulting).
+  o.Set("buffer", Napi::ArrayBuffer::New(env, addr, len));
+  o.Set("addr", Napi::Number::New(env, static_cast<double>(reinterpret_cast<uintptr_t>(addr))));
+  return o;
+}
+
+static bool ArgLength(const Napi::CallbackInfo& info, size_t i, size_t* out) {
+  if (info.Length() <= i || !info[i].IsNumber()) {
+    Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must be a number").ThrowAsJavaScriptException();
+    return false;
+  }
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > 9007199254740991.0) {
+    Napi::RangeError::New(info.Env(), "argument " + std::to_string(i) + " out of range").ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = static_cast<size_t>(d);
+  return true;
+}
+
+// mmap(fd, offset, length, prot, flags) -> {buffer, addr}; fd -1 with MAP_ANONYMOUS.
+static Napi::Value Mmap(const Napi::CallbackInfo& info) {
+  int32_t fd, prot, flags;
+  size_t offset, len;
+  if (!ArgInt32(info, 0, &fd) || !ArgLength(info, 1, &offset) || !ArgLength(info, 2, &len) ||
+      !ArgInt32(info, 3, &prot) || !ArgInt32(info, 4, &flags))
+    return info.Env().Undefined();
+  if (len == 0) return ThrowErrno(info.Env(), EINVAL, "mmap");
+  void* p = mmap(nullptr, len, prot, flags, fd, static_cast<off_t>(offset));
+  if (p == MAP_FAILED) return ThrowErrno(info.Env(), errno, "mmap");
+  return Mapping(info.Env(), p, len);
+}
+
+// munmap(buffer, addr, length) -> 0 or -errno. Detaches `buffer` (if given) first.
+static Napi::Value Munmap(const Napi::CallbackInfo& info) {
+  size_t addr, len;
+  if (!ArgLength(info, 1, &addr) || !ArgLength(info, 2, &len)) return info.Env().Undefined();
+  if (info[0].IsArrayBuffer()) {
+    Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+    if (!ab.IsDetached()) ab.Detach();
+  }
+  int rc = munmap(reinterpret_cast<void*>(addr), len);
+  return Napi::Number::New(info.Env(), rc < 0 ? -errno : 0);
+}
+
+// viewAddress(addr, length) -> ArrayBuffer over memory another thread mapped.
+// The caller must detach() it before the owner unmaps.
+static Napi::Value ViewAddress(const Napi::CallbackInfo& info) {
+  size_t addr, len;
+  if (!ArgLength(info, 0, &addr) || !ArgLength(info, 1, &len)) return info.Env().Undefined();
+  if (addr == 0 || len == 0) return ThrowErrno(info.Env(), EINVAL, "viewAddress");
+  return Napi::ArrayBuffer::New(info.Env(), reinterpret_cast<void*>(addr), len);
+}
+
+static Napi::Value Detach(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsArrayBuffer()) {
+    Napi::TypeError::New(info.Env(), "argument 0 must be an ArrayBuffer").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+  if (!ab.IsDetached()) ab.Detach();
+  return info.Env().Undefined();
+}
+
+// memfdCreate(name, flags) -> fd
+static Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
+  uint32_t flags;
+  if (info.Length() < 1 || !info[0].IsString()) {
+    Napi::TypeError::New(info.Env(), "argument 0 must be a string").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  if (!ArgUint32(info, 1, &flags)) return info.Env().Undefined();
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  int fd = memfd_create(name.c_str(), flags);
+  if (fd < 0) return ThrowErrno(info.Env(), errno, "memfd_create");
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// ftruncate(fd, length) -> throws on failure (setup only).
+static Napi::Value Ftruncate(const Napi::CallbackInfo& info) {
+  int32_t fd;
+  size_t len;
+  if (!ArgInt32(info, 0, &fd) || !ArgLength(info, 1, &len)) return info.Env().Undefined();
+  if (ftruncate(fd, static_cast<off_t>(len)) < 0) return ThrowErrno(info.Env(), errno, "ftruncate");
+  return info.Env().Undefined();
+}
+
+// memcpy(dstAddr, srcAddr, length): copies between two live mappings the caller
+// has validated (guest memory and a malloc bdev). Returns nothing, never fails.
+static Napi::Value Memcpy(const Napi::CallbackInfo& info) {
+  size_t dst, src, len;
+  if (!ArgLength(info, 0, &dst) || !ArgLength(info, 1, &src) || !ArgLength(info, 2, &len)) return info.Env().Undefined();
+  memcpy(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), len);
+  return info.Env().Undefined();
+}
+
+// memset(dstAddr, byte, length): as memcpy, for write-zeroes.
+static Napi::Value Memset(const Napi::CallbackInfo& info) {
+  size_t dst, len;
+  uint32_t byte;
+  if (!ArgLength(info, 0, &dst) || !ArgUint32(info, 1, &byte) || !ArgLength(info, 2, &len)) return info.Env().Undefined();
+  memset(reinterpret_cast<void*>(dst), static_cast<int>(byte & 0xff), len);
+  return info.Env().Undefined();
+}
+
+// fallocate/madvise on anonymous-shared memory would need a policy; the malloc
+// bdev releases ranges with MADV_REMOVE (memfd pages are freed and read back as zero).
+static Napi::Value MadviseRemove(const Napi::CallbackInfo& info) {
+  size_t addr, len;
+  if (!ArgLength(info, 0, &addr) || !ArgLength(info, 1, &len)) return info.Env().Undefined();
+  int rc = madvise(reinterpret_cast<void*>(addr), len, MADV_REMOVE);
+  return Napi::Number::New(info.Env(), rc < 0 ? -errno : 0);
+}
+
+void InitMman(Napi::Env env, Napi::Object exports) {
+  exports.Set("mmap", Napi::Function::New(env, Mmap, "mmap"));
+  exports.Set("munmap", Napi::Function::New(env, Munmap, "munmap"));
+  exports.Set("viewAddress", Napi::Function::New(env, ViewAddress, "viewAddress"));
+  exports.Set("detach", Napi::Function::New(env, Detach, "detach"));
+  exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate, "memfdCreate"));
+  exports.Set("ftruncate", Napi::Function::New(env, Ftruncate, "ftruncate"));
+  exports.Set("memcpy", Napi::Function::New(env, Memcpy, "memcpy"));
+  exports.Set("memset", Napi::Function::New(env, Memset, "memset"));
+  exports.Set("madviseRemove", Napi::Function::New(env, MadviseRemove, "madviseRemove"));
+  exports.Set("PROT_READ", Napi::Number::New(env, PROT_READ));
+  exports.Set("PROT_WRITE", Napi::Number::New(env, PROT_WRITE));
+  exports.Set("MAP_SHARED", Napi::Number::New(env, MAP_SHARED));
+  exports.Set("MAP_PRIVATE", Napi::Number::New(env, MAP_PRIVATE));
+  exports.Set("MAP_ANONYMOUS", Napi::Number::New(env, MAP_ANONYMOUS));
+  exports.Set("MAP_POPULATE", Napi::Number::New(env, MAP_POPULATE));
+  exports.Set("MFD_CLOEXEC", Napi::Number::New(env, MFD_CLOEXEC));
+}
+
+}  // namespace vdx

@@ -1,0 +1,54 @@
+// null bdev: completes everything successfully without touching data (reads
+// leave the buffers as they were), like SPDK's null bdev and QEMU's null-co.
+import { DeferredCompletions } from './deferred.js';
+import { parseBlockSize, parseSize, checkKeys } from './spec.js';
+import type { BdevDesc, BdevIo, BdevModule, Channel } from './types.js';
+
+class NullChannel implements Channel {
+  readonly notifyFd = -1;
+  private readonly q = new DeferredCompletions();
+
+  submit(io: BdevIo): number {
+    io.status = 0;
+    this.q.push(io);
+    return 0;
+  }
+  poll(): number {
+    return this.q.drain();
+  }
+  inflight(): number {
+    return this.q.size();
+  }
+  clearNotify(): void {}
+  close(): void {}
+}
+
+export const nullBdev: BdevModule = {
+  type: 'null',
+  keys: {
+    name: 'bdev name (required)',
+    size: 'capacity, e.g. 1G, 512M (required)',
+    'block-size': 'logical block size: 512 or 4096 (default 512)',
+  },
+  create(spec): BdevDesc {
+    checkKeys('null', spec, nullBdev.keys, ['name', 'size']);
+    const blockSize = parseBlockSize(spec['block-size']);
+    const sizeBytes = parseSize('size', spec.size!, blockSize);
+    return {
+      info: {
+        name: spec.name!,
+        type: 'null',
+        blockSize,
+        sizeBytes,
+        readonly: false,
+        caps: { flush: true, discard: true, writeZeroes: true },
+        maxDiscardBytes: 1 << 30,
+      },
+      params: {},
+    };
+  },
+  open(): Channel {
+    return new NullChannel();
+  },
+  destroy(): void {},
+};

@@ -1,0 +1,17 @@
+// Every bdev type vdx knows; nothing registers itself on import.
+import { fileBdev } from './file.js';
+import { mallocBdev } from './malloc.js';
+import { nullBdev } from './null.js';
+import type { BdevModule } from './types.js';
+
+export const BDEV_MODULES: Readonly<Record<string, BdevModule>> = {
+  null: nullBdev,
+  malloc: mallocBdev,
+  file: fileBdev,
+};
+
+export function bdevModule(type: string): BdevModule {
+  const m = BDEV_MODULES[type];
+  if (!m) throw new Error(`unknown bdev type '${type}'; known types: ${Object.keys(BDEV_MODULES).join(', ')}`);
+  return m;
+}

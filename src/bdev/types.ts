@@ -1,0 +1,87 @@
+// Bdev contracts (the SPDK model): the main thread keeps serialisable
+// descriptions; each reactor opens its own channel on a bdev. Bdevs see host
+// addresses and lengths, never virtio.
+
+export const IoOp = {
+  READ: 0,
+  WRITE: 1,
+  FLUSH: 2,
+  DISCARD: 3,
+  WRITE_ZEROES: 4,
+} as const;
+export type IoOpCode = (typeof IoOp)[keyof typeof IoOp];
+
+/** Most data segments one I/O carries (virtio-blk seg_max is derived from it). */
+export const MAX_IOV = 256;
+
+/**
+ * One I/O, preallocated by its owner and reused: no allocation per request.
+ * `done` is bound once by the owner; `ctx` carries the owner's request.
+ */
+export class BdevIo {
+  op: IoOpCode = IoOp.READ;
+  offsetBytes = 0;
+  lenBytes = 0;
+  /** WRITE_ZEROES may deallocate (punch a hole) instead of writing zeroes */
+  unmap = false;
+  niov = 0;
+  /** (hostAddr, lenBytes) pairs */
+  readonly iov = new Float64Array(2 * MAX_IOV);
+  /** 0 or -errno, set before done() runs */
+  status = 0;
+  /** index of this I/O in its owner's table; also the io_uring user_data */
+  slot = 0;
+  ctx: unknown = undefined;
+  done: (io: BdevIo) => void = () => {};
+}
+
+/**
+ * A reactor's handle on a bdev.
+ * submit() returns 0 or -errno; after 0, io.done runs exactly once, from a later
+ * poll() on the same thread, never inside submit().
+ */
+export interface Channel {
+  submit(io: BdevIo): number;
+  /** Reap completions; returns how many ran (0 = idle). */
+  poll(): number;
+  /** I/Os submitted and not yet completed. */
+  inflight(): number;
+  /** An eventfd that becomes readable when poll() has work, for the reactor's epoll; -1 if none. */
+  readonly notifyFd: number;
+  /** Drain notifyFd after a wake-up. */
+  clearNotify(): void;
+  close(): void;
+}
+
+/** What every bdev reports, for config spaces and listings. */
+export interface BdevInfo {
+  name: string;
+  type: string;
+  /** logical block size in bytes (512 or 4096) */
+  blockSize: number;
+  sizeBytes: number;
+  readonly: boolean;
+  caps: { flush: boolean; discard: boolean; writeZeroes: boolean };
+  /** largest DISCARD / WRITE_ZEROES range, bytes */
+  maxDiscardBytes: number;
+}
+
+/** A bdev as the main thread keeps it: structured-clone-safe, sent to reactors. */
+export interface BdevDesc {
+  info: BdevInfo;
+  /** module-specific fields (paths, fds, flags) */
+  params: Record<string, string | number | boolean>;
+}
+
+/** A bdev type: a plain function table, listed in registry.ts (nothing registers itself). */
+export interface BdevModule {
+  readonly type: string;
+  /** Keys accepted in `type:key=value,...` specs, with a one-line meaning each (for errors and --help). */
+  readonly keys: Record<string, string>;
+  /** Main thread: validate a spec and create the shared state (memfd, file checks). Throws a clear Error on bad input. */
+  create(spec: Record<string, string>): BdevDesc;
+  /** Reactor thread: open this reactor's channel. */
+  open(desc: BdevDesc): Channel;
+  /** Main thread: release what create() made. */
+  destroy(desc: BdevDesc): void;
+}

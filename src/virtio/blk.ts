@@ -1,0 +1,369 @@
+// The virtio-blk request engine for one queue (virtio 1.2 §5.2.6): turns
+// descriptor chains into bdev I/O and completes every popped head exactly once.
+// Runs on a reactor thread; no allocation per request.
+import { BdevIo, type Channel, IoOp, MAX_IOV } from '../bdev/types.js';
+import {
+  VIRTIO_BLK_DISCARD_SEG_SIZE,
+  VIRTIO_BLK_ID_BYTES,
+  VIRTIO_BLK_REQ_HDR_SIZE,
+  VIRTIO_BLK_S_IOERR,
+  VIRTIO_BLK_S_OK,
+  VIRTIO_BLK_S_UNSUPP,
+  VIRTIO_BLK_SECTOR_SIZE,
+  VIRTIO_BLK_T_DISCARD,
+  VIRTIO_BLK_T_FLUSH,
+  VIRTIO_BLK_T_GET_ID,
+  VIRTIO_BLK_T_IN,
+  VIRTIO_BLK_T_OUT,
+  VIRTIO_BLK_T_WRITE_ZEROES,
+  VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
+} from './constants.js';
+import { type GuestMemory, SEG_STRIDE } from './memory.js';
+import { BROKEN, NO_HEAD, type SplitRing } from './split-ring.js';
+
+/** Segments one chain may map to: data (MAX_IOV) plus header, status, and region splits. */
+export const MAX_SEGS = MAX_IOV + 8;
+
+/** What the engine needs to know of the device it serves. */
+export interface BlkParams {
+  sizeBytes: number;
+  /** logical block size: offsets and lengths must be multiples */
+  blockSize: number;
+  readonly: boolean;
+  discard: boolean;
+  writeZeroes: boolean;
+  /** per-segment limit for DISCARD / WRITE_ZEROES, in 512-byte sectors */
+  maxDiscardSectors: number;
+  maxWriteZeroesSectors: number;
+  maxDiscardSeg: number;
+  maxWriteZeroesSeg: number;
+  /** GET_ID answer, ASCII, at most 20 bytes */
+  serial: string;
+}
+
+export class BlkRequest {
+  head = 0;
+  nseg = 0;
+  readonly segs = new Float64Array(SEG_STRIDE * MAX_SEGS);
+  inflight = false;
+  type = 0;
+  /** where the status byte goes: window index (-1: nowhere) and offset */
+  statusWindow = -1;
+  statusOffset = 0;
+  usedLen = 0;
+  readableBytes = 0;
+  writableBytes = 0;
+  /** DISCARD / WRITE_ZEROES: segments in the request and the next to submit */
+  rangeCount = 0;
+  rangeNext = 0;
+  readonly io = new BdevIo();
+}
+
+export interface BlkQueueHooks {
+  /** The ring is unusable (guest bug or attack): the transport must flag the device. */
+  broken(why: string): void;
+}
+
+export class BlkQueue {
+  private readonly reqs: BlkRequest[];
+  private readonly scratch = new Uint8Array(16);
+  private readonly scratchDv = new DataView(this.scratch.buffer);
+  private readonly serialBytes: Uint8Array;
+  private inflightCount = 0;
+  /** counters for metrics and tests */
+  completed = 0;
+  failed = 0;
+  private readonly onIoDone = (io: BdevIo): void => this.ioDone(io);
+
+  constructor(
+    readonly ring: SplitRing,
+    private readonly mem: GuestMemory,
+    private readonly channel: Channel,
+    private readonly p: BlkParams,
+    private readonly hooks: BlkQueueHooks,
+  ) {
+    this.reqs = [];
+    for (let i = 0; i < ring.size; i++) {
+      const r = new BlkRequest();
+      r.head = i;
+      r.io.ctx = r;
+      r.io.slot = i;
+      r.io.done = this.onIoDone;
+      this.reqs.push(r);
+    }
+    this.serialBytes = new Uint8Array(VIRTIO_BLK_ID_BYTES);
+    for (let i = 0; i < Math.min(p.serial.length, VIRTIO_BLK_ID_BYTES); i++) this.serialBytes[i] = p.serial.charCodeAt(i) & 0x7f;
+  }
+
+  inflight(): number {
+    return this.inflightCount;
+  }
+
+  /** Pop and dispatch what the driver made available. Returns how many heads were taken (0 = idle). */
+  poll(budget = 64): number {
+    let n = 0;
+    const ring = this.ring;
+    while (n < budget) {
+      const head = ring.nextAvail();
+      if (head === NO_HEAD) break;
+      if (head === BROKEN) {
+        this.hooks.broken(ring.broken ?? 'ring broken');
+        break;
+      }
+      n++;
+      const r = this.reqs[head]!;
+      if (r.inflight) {
+        ring.broken = `driver made descriptor ${head} available again while it was in flight`;
+        this.hooks.broken(ring.broken);
+        break;
+      }
+      r.inflight = true;
+      this.inflightCount++;
+      this.start(r);
+    }
+    return n;
+  }
+
+  /** Publish completions; returns true when the driver wants an interrupt. */
+  flush(): boolean {
+    return this.ring.publishUsed();
+  }
+
+  private start(r: BlkRequest): void {
+    const nseg = this.ring.mapChain(r.head, r.segs, MAX_SEGS);
+    r.statusWindow = -1;
+    r.usedLen = 0;
+    if (nseg < 0) {
+      // Nowhere trustworthy to write a status: return the head, written length 0.
+      this.finish(r, VIRTIO_BLK_S_IOERR);
+      return;
+    }
+    r.nseg = nseg;
+    let readable = 0;
+    let writable = 0;
+    const s = r.segs;
+    for (let i = 0; i < nseg; i++) {
+      const o = i * SEG_STRIDE;
+      if (s[o + 3] === 1) writable += s[o + 2]!;
+      else readable += s[o + 2]!;
+    }
+    r.readableBytes = readable;
+    r.writableBytes = writable;
+    if (writable === 0) {
+      this.finish(r, VIRTIO_BLK_S_IOERR); // no status byte: the driver gets the head back, length 0
+      return;
+    }
+    // The status byte is the last byte of the chain (§5.2.6).
+    const last = (nseg - 1) * SEG_STRIDE;
+    r.statusWindow = s[last]!;
+    r.statusOffset = s[last + 1]! + s[last + 2]! - 1;
+    r.usedLen = 1;
+    if (readable < VIRTIO_BLK_REQ_HDR_SIZE) {
+      this.finish(r, VIRTIO_BLK_S_IOERR); // header missing or in a device-writable buffer
+      return;
+    }
+    this.copyOut(r, 0, VIRTIO_BLK_REQ_HDR_SIZE);
+    const dv = this.scratchDv;
+    r.type = dv.getUint32(0, true);
+    const sectorLo = dv.getUint32(8, true);
+    const sectorHi = dv.getUint32(12, true);
+    const io = r.io;
+    const p = this.p;
+    switch (r.type) {
+      case VIRTIO_BLK_T_IN:
+      case VIRTIO_BLK_T_OUT: {
+        const isWrite = r.type === VIRTIO_BLK_T_OUT;
+        if (isWrite && p.readonly) return this.finish(r, VIRTIO_BLK_S_IOERR);
+        const dataBytes = isWrite ? readable - VIRTIO_BLK_REQ_HDR_SIZE : writable - 1;
+        if (!isWrite) r.usedLen = writable;
+        // An IN with data in readable buffers, or an OUT with more than the status writable, is malformed.
+        if ((isWrite && writable !== 1) || (!isWrite && readable !== VIRTIO_BLK_REQ_HDR_SIZE)) {
+          return this.finish(r, VIRTIO_BLK_S_IOERR);
+        }
+        const off = this.sectorRange(sectorLo, sectorHi, dataBytes);
+        if (off < 0) return this.finish(r, VIRTIO_BLK_S_IOERR);
+        if (dataBytes === 0) return this.finish(r, VIRTIO_BLK_S_OK);
+        const niov = isWrite
+          ? this.buildIov(r, 0, VIRTIO_BLK_REQ_HDR_SIZE, readable)
+          : this.buildIov(r, 1, 0, writable - 1);
+        if (niov < 0) return this.finish(r, VIRTIO_BLK_S_IOERR);
+        io.op = isWrite ? IoOp.WRITE : IoOp.READ;
+        io.offsetBytes = off;
+        io.lenBytes = dataBytes;
+        io.niov = niov;
+        return this.submit(r);
+      }
+      case VIRTIO_BLK_T_FLUSH:
+        io.op = IoOp.FLUSH;
+        io.offsetBytes = 0;
+        io.lenBytes = 0;
+        io.niov = 0;
+        return this.submit(r);
+      case VIRTIO_BLK_T_GET_ID: {
+        const room = writable - 1;
+        const n = Math.min(room, VIRTIO_BLK_ID_BYTES);
+        this.copyIn(r, this.serialBytes, n);
+        r.usedLen = writable;
+        return this.finish(r, VIRTIO_BLK_S_OK);
+      }
+      case VIRTIO_BLK_T_DISCARD:
+      case VIRTIO_BLK_T_WRITE_ZEROES:
+        return this.startRanges(r);
+      default:
+        return this.finish(r, VIRTIO_BLK_S_UNSUPP);
+    }
+  }
+
+  /** Byte offset of a sector range inside the device, or -1 (overflow-safe). */
+  private sectorRange(lo: number, hi: number, lenBytes: number): number {
+    if (hi >= 0x20_0000) return -1;
+    const sector = hi * 0x1_0000_0000 + lo;
+    if (sector > this.p.sizeBytes / VIRTIO_BLK_SECTOR_SIZE) return -1;
+    const off = sector * VIRTIO_BLK_SECTOR_SIZE;
+    const bs = this.p.blockSize;
+    if (off % bs !== 0 || lenBytes % bs !== 0) return -1;
+    if (off + lenBytes > this.p.sizeBytes) return -1;
+    return off;
+  }
+
+  private startRanges(r: BlkRequest): void {
+    const p = this.p;
+    const isDiscard = r.type === VIRTIO_BLK_T_DISCARD;
+    if (!(isDiscard ? p.discard : p.writeZeroes)) return this.finish(r, VIRTIO_BLK_S_UNSUPP);
+    if (p.readonly) return this.finish(r, VIRTIO_BLK_S_IOERR);
+    const payload = r.readableBytes - VIRTIO_BLK_REQ_HDR_SIZE;
+    if (r.writableBytes !== 1 || payload === 0 || payload % VIRTIO_BLK_DISCARD_SEG_SIZE !== 0) {
+      return this.finish(r, VIRTIO_BLK_S_IOERR);
+    }
+    const count = payload / VIRTIO_BLK_DISCARD_SEG_SIZE;
+    if (count > (isDiscard ? p.maxDiscardSeg : p.maxWriteZeroesSeg)) return this.finish(r, VIRTIO_BLK_S_UNSUPP);
+    // Validate every range before touching any, so a bad request changes nothing.
+    for (let i = 0; i < count; i++) {
+      const st = this.checkRange(r, i);
+      if (st !== VIRTIO_BLK_S_OK) return this.finish(r, st);
+    }
+    r.rangeCount = count;
+    r.rangeNext = 0;
+    this.submitNextRange(r);
+  }
+
+  /** Reads range i into scratch and checks it; returns a virtio status. */
+  private checkRange(r: BlkRequest, i: number): number {
+    this.copyOut(r, VIRTIO_BLK_REQ_HDR_SIZE + i * VIRTIO_BLK_DISCARD_SEG_SIZE, VIRTIO_BLK_DISCARD_SEG_SIZE);
+    const dv = this.scratchDv;
+    const sectors = dv.getUint32(8, true);
+    const flags = dv.getUint32(12, true);
+    const isDiscard = r.type === VIRTIO_BLK_T_DISCARD;
+    // §5.2.6.2: unknown flags, or UNMAP on a DISCARD, are unsupported.
+    if (flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) return VIRTIO_BLK_S_UNSUPP;
+    if (isDiscard && flags !== 0) return VIRTIO_BLK_S_UNSUPP;
+    if (sectors > (isDiscard ? this.p.maxDiscardSectors : this.p.maxWriteZeroesSectors)) return VIRTIO_BLK_S_IOERR;
+    if (this.sectorRange(dv.getUint32(0, true), dv.getUint32(4, true), sectors * VIRTIO_BLK_SECTOR_SIZE) < 0) {
+      return VIRTIO_BLK_S_IOERR;
+    }
+    return VIRTIO_BLK_S_OK;
+  }
+
+  private submitNextRange(r: BlkRequest): void {
+    this.copyOut(r, VIRTIO_BLK_REQ_HDR_SIZE + r.rangeNext * VIRTIO_BLK_DISCARD_SEG_SIZE, VIRTIO_BLK_DISCARD_SEG_SIZE);
+    const dv = this.scratchDv;
+    const io = r.io;
+    io.op = r.type === VIRTIO_BLK_T_DISCARD ? IoOp.DISCARD : IoOp.WRITE_ZEROES;
+    io.offsetBytes = (dv.getUint32(4, true) * 0x1_0000_0000 + dv.getUint32(0, true)) * VIRTIO_BLK_SECTOR_SIZE;
+    io.lenBytes = dv.getUint32(8, true) * VIRTIO_BLK_SECTOR_SIZE;
+    io.unmap = (dv.getUint32(12, true) & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0;
+    io.niov = 0;
+    r.rangeNext++;
+    if (io.lenBytes === 0) {
+      this.ioDoneStatus(r, 0);
+      return;
+    }
+    this.submit(r);
+  }
+
+  private submit(r: BlkRequest): void {
+    const rc = this.channel.submit(r.io);
+    if (rc < 0) this.finish(r, VIRTIO_BLK_S_IOERR);
+  }
+
+  private ioDone(io: BdevIo): void {
+    this.ioDoneStatus(io.ctx as BlkRequest, io.status);
+  }
+
+  private ioDoneStatus(r: BlkRequest, status: number): void {
+    if (status === 0 && r.rangeNext < r.rangeCount && (r.type === VIRTIO_BLK_T_DISCARD || r.type === VIRTIO_BLK_T_WRITE_ZEROES)) {
+      this.submitNextRange(r);
+      return;
+    }
+    this.finish(r, status === 0 ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR);
+  }
+
+  private finish(r: BlkRequest, status: number): void {
+    if (r.statusWindow >= 0) this.mem.windows[r.statusWindow]!.u8[r.statusOffset] = status;
+    r.rangeCount = 0;
+    r.rangeNext = 0;
+    r.inflight = false;
+    this.inflightCount--;
+    if (status === VIRTIO_BLK_S_OK) this.completed++;
+    else this.failed++;
+    this.ring.pushUsed(r.head, r.usedLen);
+  }
+
+  /** Copy `len` (≤ 16) readable bytes starting at readable offset `from` into scratch. */
+  private copyOut(r: BlkRequest, from: number, len: number): void {
+    const s = r.segs;
+    let pos = 0;
+    let got = 0;
+    for (let i = 0; i < r.nseg && got < len; i++) {
+      const o = i * SEG_STRIDE;
+      if (s[o + 3] === 1) break;
+      const segLen = s[o + 2]!;
+      if (pos + segLen > from) {
+        const u8 = this.mem.windows[s[o]!]!.u8;
+        const segOff = s[o + 1]!;
+        for (let k = Math.max(0, from + got - pos); k < segLen && got < len; k++) this.scratch[got++] = u8[segOff + k]!;
+      }
+      pos += segLen;
+    }
+  }
+
+  /** Copy `len` bytes of `src` to the start of the writable part. */
+  private copyIn(r: BlkRequest, src: Uint8Array, len: number): void {
+    const s = r.segs;
+    let put = 0;
+    for (let i = 0; i < r.nseg && put < len; i++) {
+      const o = i * SEG_STRIDE;
+      if (s[o + 3] !== 1) continue;
+      const u8 = this.mem.windows[s[o]!]!.u8;
+      const segOff = s[o + 1]!;
+      const segLen = s[o + 2]!;
+      for (let k = 0; k < segLen && put < len; k++) u8[segOff + k] = src[put++]!;
+    }
+  }
+
+  /**
+   * Fill r.io.iov with the host ranges of bytes [from, to) of the readable
+   * (writable=0) or writable (1) part. Returns the iov count or -1 if too many.
+   */
+  private buildIov(r: BlkRequest, writable: number, from: number, to: number): number {
+    const s = r.segs;
+    const iov = r.io.iov;
+    let pos = 0;
+    let n = 0;
+    for (let i = 0; i < r.nseg && pos < to; i++) {
+      const o = i * SEG_STRIDE;
+      if (s[o + 3] !== writable) continue;
+      const segLen = s[o + 2]!;
+      const a = Math.max(from, pos);
+      const b = Math.min(to, pos + segLen);
+      if (b > a) {
+        if (n >= MAX_IOV) return -1;
+        iov[2 * n] = this.mem.windows[s[o]!]!.hostAddr + s[o + 1]! + (a - pos);
+        iov[2 * n + 1] = b - a;
+        n++;
+      }
+      pos += segLen;
+    }
+    return n;
+  }
+}

@@ -1,0 +1,118 @@
+// Guest memory as this process sees it: regions the frontend mapped, cut into
+// windows small enough for one TypedArray each (regions can exceed what one
+// ArrayBuffer view addresses). Pure: no native import; the frontend or reactor
+// hands in the ArrayBuffers.
+import { E } from './errno.js';
+
+/** Largest window: 1 GiB keeps every view well inside V8's TypedArray limits. */
+export const WINDOW_BYTES = 1 << 30;
+
+export interface RegionSpec {
+  /** guest physical address (or IOVA) of the region's first byte */
+  gpa: number;
+  /** frontend (QEMU) virtual address of the first byte; -1 if not applicable */
+  uva: number;
+  /** host virtual address in this process */
+  hostAddr: number;
+  lenBytes: number;
+}
+
+export interface MemWindow {
+  readonly gpa: number;
+  readonly uva: number;
+  readonly hostAddr: number;
+  readonly lenBytes: number;
+  readonly u8: Uint8Array;
+  readonly dv: DataView;
+  readonly buffer: ArrayBuffer;
+}
+
+/** A segment is 4 numbers in a Float64Array: window index, offset in window, length, writable (0/1). */
+export const SEG_STRIDE = 4;
+
+export class GuestMemory {
+  readonly windows: MemWindow[] = [];
+  private lastHit = 0;
+
+  /**
+   * @param regions validated, non-overlapping regions
+   * @param view returns an ArrayBuffer spanning [hostAddr, hostAddr+len)
+   */
+  constructor(regions: readonly RegionSpec[], view: (hostAddr: number, lenBytes: number) => ArrayBuffer) {
+    const sorted = [...regions].sort((a, b) => a.gpa - b.gpa);
+    for (const r of sorted) {
+      for (let off = 0; off < r.lenBytes; off += WINDOW_BYTES) {
+        const len = Math.min(WINDOW_BYTES, r.lenBytes - off);
+        const buffer = view(r.hostAddr + off, len);
+        this.windows.push({
+          gpa: r.gpa + off,
+          uva: r.uva < 0 ? -1 : r.uva + off,
+          hostAddr: r.hostAddr + off,
+          lenBytes: len,
+          u8: new Uint8Array(buffer),
+          dv: new DataView(buffer),
+          buffer,
+        });
+      }
+    }
+  }
+
+  /** Index of the window holding guest address `gpa`, or -1. */
+  findGpa(gpa: number): number {
+    const ws = this.windows;
+    const h = ws[this.lastHit];
+    if (h !== undefined && gpa >= h.gpa && gpa < h.gpa + h.lenBytes) return this.lastHit;
+    for (let i = 0; i < ws.length; i++) {
+      const w = ws[i]!;
+      if (gpa >= w.gpa && gpa < w.gpa + w.lenBytes) {
+        this.lastHit = i;
+        return i;
+      }
+    }
+    return -1;
+  }
+
+  /**
+   * Append the segments covering guest range [gpa, gpa+len) to `out` at segment
+   * index `at`; a range crossing windows (or adjacent regions) yields several.
+   * Returns the new segment count, -EFAULT if any byte is unmapped, or -E2BIG
+   * if more than `maxSegs` segments would be needed.
+   */
+  mapGpa(gpa: number, len: number, writable: number, out: Float64Array, at: number, maxSegs: number): number {
+    let n = at;
+    while (len > 0) {
+      const wi = this.findGpa(gpa);
+      if (wi < 0) return -E.EFAULT;
+      if (n >= maxSegs) return -E.E2BIG;
+      const w = this.windows[wi]!;
+      const off = gpa - w.gpa;
+      const take = Math.min(len, w.lenBytes - off);
+      const o = n * SEG_STRIDE;
+      out[o] = wi;
+      out[o + 1] = off;
+      out[o + 2] = take;
+      out[o + 3] = writable;
+      n++;
+      gpa += take;
+      len -= take;
+    }
+    return n;
+  }
+
+  /** The window and offset of a contiguous range given by frontend virtual address, or undefined. */
+  findUva(uva: number, len: number): { window: number; offset: number } | undefined {
+    for (let i = 0; i < this.windows.length; i++) {
+      const w = this.windows[i]!;
+      if (w.uva >= 0 && uva >= w.uva && uva + len <= w.uva + w.lenBytes) return { window: i, offset: uva - w.uva };
+    }
+    return undefined;
+  }
+
+  /** As findUva, by guest physical address (rings given as IOVAs). */
+  findGpaRange(gpa: number, len: number): { window: number; offset: number } | undefined {
+    const i = this.findGpa(gpa);
+    if (i < 0) return undefined;
+    const w = this.windows[i]!;
+    return gpa + len <= w.gpa + w.lenBytes ? { window: i, offset: gpa - w.gpa } : undefined;
+  }
+}
