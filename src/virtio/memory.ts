@@ -108,6 +108,15 @@ export class GuestMemory {
     return undefined;
   }
 
+  /** The window and offset of a contiguous range given by host address in this process, or undefined. */
+  findHost(hostAddr: number, len: number): { window: number; offset: number } | undefined {
+    for (let i = 0; i < this.windows.length; i++) {
+      const w = this.windows[i]!;
+      if (hostAddr >= w.hostAddr && hostAddr + len <= w.hostAddr + w.lenBytes) return { window: i, offset: hostAddr - w.hostAddr };
+    }
+    return undefined;
+  }
+
   /** As findUva, by guest physical address (rings given as IOVAs). */
   findGpaRange(gpa: number, len: number): { window: number; offset: number } | undefined {
     const i = this.findGpa(gpa);

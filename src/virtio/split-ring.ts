@@ -12,6 +12,12 @@ import {
 import type { GuestMemory } from './memory.js';
 
 export const DESC_SIZE = 16;
+/**
+ * Largest indirect table we follow. Linux sizes indirect tables by seg_max, not
+ * by the queue size, so a 128-entry queue may carry a 256-entry table; loops are
+ * still caught by counting steps against the table size.
+ */
+export const MAX_INDIRECT = 1024;
 
 /** Where the three parts of a split ring live: window index and byte offset for each. */
 export interface SplitRingLayout {
@@ -147,7 +153,7 @@ export class SplitRing {
       const addr = addrHi * 0x1_0000_0000 + addrLo;
       if (flags & VRING_DESC_F_INDIRECT) {
         if (!this.indirect || inIndirect || flags & VRING_DESC_F_NEXT) return -E.EINVAL;
-        if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > this.size) return -E.EINVAL;
+        if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > MAX_INDIRECT) return -E.EINVAL;
         const t = this.mem.findGpaRange(addr, len);
         if (t === undefined) return -E.EFAULT;
         dv = this.mem.windows[t.window]!.dv;

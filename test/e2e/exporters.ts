@@ -3,7 +3,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
-import { LOG_DIR, exited, spawnTracked, waitForPath } from './vm.js';
+import { LOG_DIR, REPO, exited, spawnTracked, waitForPath } from './vm.js';
 
 export interface VhostUserExportSpec {
   /** unix socket path the exporter listens on */
@@ -45,5 +45,51 @@ export class QsdVhostUser implements VhostUserExporter {
     this.child.kill('SIGTERM');
     await exited(this.child);
     this.child = undefined;
+  }
+}
+
+export interface VdxOptions {
+  /** bdev spec for the image, e.g. 'file:path=IMAGE' or 'malloc:size=64M' (name is added) */
+  bdev?: (image: string) => string;
+  /** extra vhost-user export keys, e.g. 'serial=disk0,readonly=on' */
+  exportKeys?: string;
+  reactors?: number;
+  logName?: string;
+}
+
+/** vdx itself, from dist/ (npm test builds it first). */
+export class VdxVhostUser implements VhostUserExporter {
+  readonly name: string;
+  private child: ChildProcess | undefined;
+  logPath = '';
+
+  constructor(private readonly o: VdxOptions = {}) {
+    this.name = o.logName ?? 'vdx';
+  }
+
+  async start(s: VhostUserExportSpec): Promise<void> {
+    const bdev = `${(this.o.bdev ?? ((img: string) => `file:path=${img}`))(s.image)},name=d0`;
+    const exp = `vhost-user:bdev=d0,socket=${s.socket},num-queues=${s.queues}${this.o.exportKeys ? `,${this.o.exportKeys}` : ''}`;
+    const args = [join(REPO, 'dist/cli/main.js'), 'serve', '--bdev', bdev, '--export', exp, '--log-format', 'json'];
+    if (this.o.reactors) args.push('--reactors', String(this.o.reactors));
+    this.child = spawnTracked(process.execPath, args);
+    this.logPath = join(LOG_DIR, `${this.name}.log`);
+    const log = createWriteStream(this.logPath);
+    this.child.stdout?.pipe(log);
+    this.child.stderr?.pipe(log);
+    await waitForPath(s.socket, this.child, 'vdx');
+  }
+
+  /** The running daemon, for tests that look at it from outside (CPU, logs). */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  async stop(): Promise<void> {
+    if (!this.child) return;
+    this.child.kill('SIGTERM');
+    const code = await exited(this.child);
+    this.child = undefined;
+    if (code !== 0) throw new Error(`vdx exited with ${code} on SIGTERM (log: ${this.logPath})`);
   }
 }

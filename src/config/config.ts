@@ -1,0 +1,160 @@
+// vdx configuration: bdevs and exports, from `type:key=value,...` specs (the form
+// QEMU users know) or a JSON file. Errors name the bad key and what would be right.
+import { readFileSync } from 'node:fs';
+import { BDEV_MODULES, bdevModule } from '../bdev/registry.js';
+import { checkKeys, parseBool } from '../bdev/spec.js';
+
+export interface BdevConfig {
+  type: string;
+  /** module keys, values as strings (name, size, path, ...) */
+  [key: string]: string;
+}
+
+export interface VhostUserExportConfig {
+  type: 'vhost-user';
+  name: string;
+  bdev: string;
+  socket: string;
+  numQueues: number;
+  queueSize: number;
+  serial: string;
+  readonly: boolean;
+  mode: number;
+}
+
+export type ExportConfig = VhostUserExportConfig;
+
+export interface DaemonConfig {
+  reactors: number;
+  /** polling window after the last work before a reactor sleeps */
+  idleSpinUs: number;
+  bdevs: BdevConfig[];
+  exports: ExportConfig[];
+}
+
+export const EXPORT_KEYS: Record<string, Record<string, string>> = {
+  'vhost-user': {
+    bdev: 'name of the bdev to export (required)',
+    socket: 'unix socket path QEMU connects to (required)',
+    name: 'export name in logs (default: the bdev name)',
+    'num-queues': 'virtqueues offered, 1..64 (default 1)',
+    'queue-size': 'largest virtqueue the front-end will use, bounds seg_max (default 128, QEMU\'s default)',
+    serial: 'serial number the guest reads (GET_ID), up to 20 ASCII characters (default: the bdev name)',
+    readonly: 'on: guest writes fail, VIRTIO_BLK_F_RO is offered (default off)',
+    mode: 'socket file mode, octal (default 0600)',
+  },
+};
+
+/** Split "type:k=v,k=v" into its type and keys; ",," is a literal comma (as in QEMU). */
+export function parseSpec(what: string, spec: string): { type: string; keys: Record<string, string> } {
+  const colon = spec.indexOf(':');
+  const type = colon < 0 ? spec : spec.slice(0, colon);
+  const rest = colon < 0 ? '' : spec.slice(colon + 1);
+  if (!/^[a-z][a-z0-9-]*$/.test(type)) throw new Error(`${what} '${spec}': expected TYPE:key=value,... (e.g. malloc:name=m0,size=1G)`);
+  const keys: Record<string, string> = {};
+  if (rest === '') return { type, keys };
+  for (const part of rest.replace(/,,/g, '\0').split(',')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw new Error(`${what} '${spec}': '${part.replace(/\0/g, ',')}' is not key=value`);
+    const k = part.slice(0, eq);
+    if (k in keys) throw new Error(`${what} '${spec}': key '${k}' given twice`);
+    keys[k] = part.slice(eq + 1).replace(/\0/g, ',');
+  }
+  return { type, keys };
+}
+
+function intKey(type: string, key: string, v: string | undefined, dflt: number, min: number, max: number): number {
+  if (v === undefined) return dflt;
+  if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) throw new Error(`${type}: ${key}=${v} must be an integer in ${min}..${max}`);
+  return Number(v);
+}
+
+export function bdevFromSpec(spec: string): BdevConfig {
+  const { type, keys } = parseSpec('--bdev', spec);
+  if (!BDEV_MODULES[type]) throw new Error(`--bdev '${spec}': unknown type '${type}'; known types: ${Object.keys(BDEV_MODULES).join(', ')}`);
+  checkKeys(type, keys, bdevModule(type).keys, ['name']);
+  return { type, ...keys };
+}
+
+export function exportFromKeys(type: string, keys: Record<string, string>): ExportConfig {
+  const known = EXPORT_KEYS[type];
+  if (!known) throw new Error(`unknown export type '${type}'; known types: ${Object.keys(EXPORT_KEYS).join(', ')}`);
+  checkKeys(type, keys, known, ['bdev', 'socket']);
+  const serial = keys.serial ?? keys.bdev!;
+  if (!/^[\x20-\x7e]{0,20}$/.test(serial)) throw new Error(`${type}: serial=${serial} must be at most 20 printable ASCII characters`);
+  const mode = keys.mode ?? '0600';
+  if (!/^0?[0-7]{3}$/.test(mode)) throw new Error(`${type}: mode=${mode} must be an octal file mode such as 0600`);
+  return {
+    type: 'vhost-user',
+    name: keys.name ?? keys.bdev!,
+    bdev: keys.bdev!,
+    socket: keys.socket!,
+    numQueues: intKey(type, 'num-queues', keys['num-queues'], 1, 1, 64),
+    queueSize: intKey(type, 'queue-size', keys['queue-size'], 128, 4, 32768),
+    serial,
+    readonly: parseBool('readonly', keys.readonly, false),
+    mode: parseInt(mode, 8),
+  };
+}
+
+export function exportFromSpec(spec: string): ExportConfig {
+  const { type, keys } = parseSpec('--export', spec);
+  return exportFromKeys(type, keys);
+}
+
+/** JSON config: {"reactors": 1, "bdevs": [{"type": "malloc", "name": "m0", "size": "1G"}], "exports": [{"type": "vhost-user", "bdev": "m0", "socket": "/run/vdx/m0.sock"}]} */
+export function loadConfigFile(path: string): Partial<DaemonConfig> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new Error(`--config ${path}: ${(e as Error).message}`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`--config ${path}: expected a JSON object`);
+  const o = raw as Record<string, unknown>;
+  for (const k of Object.keys(o)) {
+    if (!['reactors', 'idleSpinUs', 'bdevs', 'exports'].includes(k)) throw new Error(`--config ${path}: unknown key '${k}'; known keys: reactors, idleSpinUs, bdevs, exports`);
+  }
+  const strs = (what: string, v: unknown): Record<string, string> => {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`--config ${path}: each of ${what} must be an object`);
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, String(x)]));
+  };
+  const out: Partial<DaemonConfig> = {};
+  if (o.reactors !== undefined) out.reactors = intKey('config', 'reactors', String(o.reactors), 1, 1, 64);
+  if (o.idleSpinUs !== undefined) out.idleSpinUs = intKey('config', 'idleSpinUs', String(o.idleSpinUs), 0, 0, 10_000_000);
+  if (o.bdevs !== undefined) {
+    if (!Array.isArray(o.bdevs)) throw new Error(`--config ${path}: bdevs must be an array`);
+    out.bdevs = o.bdevs.map((b) => {
+      const { type, ...keys } = strs('bdevs', b);
+      if (!type) throw new Error(`--config ${path}: a bdev has no type`);
+      return bdevFromSpec(`${type}:${Object.entries(keys).map(([k, v]) => `${k}=${v.replace(/,/g, ',,')}`).join(',')}`);
+    });
+  }
+  if (o.exports !== undefined) {
+    if (!Array.isArray(o.exports)) throw new Error(`--config ${path}: exports must be an array`);
+    out.exports = o.exports.map((x) => {
+      const { type, ...keys } = strs('exports', x);
+      if (!type) throw new Error(`--config ${path}: an export has no type`);
+      return exportFromKeys(type, keys);
+    });
+  }
+  return out;
+}
+
+/** Cross-checks: unique names, every export names a bdev that exists. */
+export function validateConfig(c: DaemonConfig): void {
+  const names = new Set<string>();
+  for (const b of c.bdevs) {
+    if (names.has(b.name!)) throw new Error(`bdev name '${b.name}' is used twice`);
+    names.add(b.name!);
+  }
+  const sockets = new Set<string>();
+  const exportNames = new Set<string>();
+  for (const x of c.exports) {
+    if (!names.has(x.bdev)) throw new Error(`export '${x.name}': bdev=${x.bdev} is not defined; defined bdevs: ${[...names].join(', ') || 'none'}`);
+    if (sockets.has(x.socket)) throw new Error(`socket ${x.socket} is used by two exports`);
+    if (exportNames.has(x.name)) throw new Error(`export name '${x.name}' is used twice`);
+    sockets.add(x.socket);
+    exportNames.add(x.name);
+  }
+}

@@ -1,0 +1,66 @@
+// Messages between the control plane (main thread) and a reactor worker. All
+// structured-clone-safe; fds are process-wide numbers, so they cross as-is.
+import type { BdevDesc } from '../bdev/types.js';
+import type { BlkParams } from '../virtio/blk.js';
+import type { RegionSpec } from '../virtio/memory.js';
+
+export interface QueueSpec {
+  /** unique per reactor: "<device>/<index>" */
+  id: string;
+  device: string;
+  /** guest memory as mapped by the main thread; the reactor makes views */
+  memory: { generation: number; regions: RegionSpec[] };
+  size: number;
+  /** host addresses (in this process) of the ring parts */
+  descAddr: number;
+  availAddr: number;
+  usedAddr: number;
+  eventIdx: boolean;
+  indirect: boolean;
+  /** where to resume: next avail index, and the used index already published */
+  lastAvail: number;
+  usedIdx: number;
+  /** -1: no kick fd, poll the ring */
+  kickFd: number;
+  /** -1: never interrupt */
+  callFd: number;
+  bdev: BdevDesc;
+  blk: BlkParams;
+}
+
+export type ReactorRequest =
+  | { op: 'addQueue'; queue: QueueSpec }
+  | { op: 'setCall'; id: string; callFd: number }
+  | { op: 'stopQueue'; id: string }
+  | { op: 'stats' }
+  | { op: 'shutdown' };
+
+export interface QueueStopped {
+  lastAvail: number;
+  usedIdx: number;
+}
+
+export interface ReactorStats {
+  queues: number;
+  completed: number;
+  failed: number;
+  iterations: number;
+  sleeps: number;
+}
+
+/** reactor -> main: a reply to request `seq`, or an unsolicited event */
+export type ReactorReply =
+  | { seq: number; ok: true; result?: QueueStopped | ReactorStats }
+  | { seq: number; ok: false; error: string }
+  | { event: 'broken'; id: string; why: string }
+  | { event: 'log'; level: 'info' | 'warn' | 'error'; msg: string; data?: Record<string, unknown> };
+
+export interface ReactorInit {
+  index: number;
+  /** eventfd the main thread writes after posting a request, to wake a sleeping reactor */
+  wakeFd: number;
+  /** Int32 flag the main thread sets when requests are waiting (cheap to poll) */
+  pending: SharedArrayBuffer;
+  /** polling window after the last work before sleeping, µs */
+  idleSpinUs: number;
+}

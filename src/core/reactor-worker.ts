@@ -1,0 +1,24 @@
+// Worker entry: one reactor per worker thread.
+import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
+import { loadNative } from '../native/index.js';
+import type { ReactorInit, ReactorReply, ReactorRequest } from './messages.js';
+import { Reactor } from './reactor.js';
+
+const port = parentPort!;
+const init = workerData as ReactorInit;
+const reactor = new Reactor(loadNative(), init, {
+  take() {
+    const m = receiveMessageOnPort(port);
+    return m?.message as { seq: number; req: ReactorRequest } | undefined;
+  },
+  reply(r: ReactorReply) {
+    port.postMessage(r);
+  },
+});
+try {
+  reactor.run();
+} catch (e) {
+  // One try/catch for the whole loop: report and let the main thread decide.
+  port.postMessage({ event: 'log', level: 'error', msg: `reactor ${init.index} died: ${(e as Error).stack ?? e}` } satisfies ReactorReply);
+  throw e;
+}

@@ -1,0 +1,300 @@
+// A reactor: one thread that polls its queues and bdev channels, spins while
+// there is work and for a short window after, then arms notifications and sleeps
+// in epoll on kick fds, channel eventfds and its wake fd (no lost wake-ups: the
+// rings are re-checked after arming). Control requests arrive on a MessagePort
+// and are read synchronously, so the loop never yields to the event loop.
+import { bdevModule } from '../bdev/registry.js';
+import type { Channel } from '../bdev/types.js';
+import type { NativeShim } from '../native/index.js';
+import { BlkQueue } from '../virtio/blk.js';
+import { GuestMemory } from '../virtio/memory.js';
+import { SplitRing } from '../virtio/split-ring.js';
+import type { QueueSpec, QueueStopped, ReactorInit, ReactorReply, ReactorRequest } from './messages.js';
+
+interface ChannelRef {
+  key: string;
+  channel: Channel;
+  users: number;
+  token: number;
+}
+
+interface MemRef {
+  mem: GuestMemory;
+  users: number;
+}
+
+interface QueueState {
+  spec: QueueSpec;
+  blk: BlkQueue;
+  memKey: string;
+  chanKey: string;
+  callFd: number;
+  token: number;
+  /** set while draining in-flight I/O before a stop reply */
+  stopSeq: number;
+  broken: boolean;
+}
+
+/** Receives requests; in the worker, a wrapper over receiveMessageOnPort. */
+export interface RequestSource {
+  take(): { seq: number; req: ReactorRequest } | undefined;
+  reply(r: ReactorReply): void;
+}
+
+const TOKEN_WAKE = 0;
+
+export class Reactor {
+  private readonly queues = new Map<string, QueueState>();
+  private active: QueueState[] = [];
+  private readonly channels = new Map<string, ChannelRef>();
+  private readonly memories = new Map<string, MemRef>();
+  private readonly epfd: number;
+  private readonly events = new Uint32Array(128);
+  private readonly pending: Int32Array;
+  private readonly tokens = new Map<number, () => void>();
+  private nextToken = 1;
+  private running = true;
+  private idleSince = 0;
+  private stats = { iterations: 0, sleeps: 0 };
+
+  constructor(
+    private readonly native: NativeShim,
+    private readonly init: ReactorInit,
+    private readonly source: RequestSource,
+  ) {
+    this.epfd = native.epollCreate();
+    this.pending = new Int32Array(init.pending);
+    native.epollCtl(this.epfd, native.EPOLL_CTL_ADD, init.wakeFd, native.EPOLLIN, TOKEN_WAKE);
+  }
+
+  /** The reactor thread's whole life. */
+  run(): void {
+    while (this.running) {
+      const work = this.iterate();
+      if (work > 0) {
+        this.idleSince = 0;
+        continue;
+      }
+      const now = performance.now();
+      if (this.idleSince === 0) this.idleSince = now;
+      if ((now - this.idleSince) * 1000 < this.init.idleSpinUs) continue;
+      this.sleep();
+      this.idleSince = 0;
+    }
+    this.close();
+  }
+
+  /** One pass over control, queues and channels; returns the amount of work done. */
+  iterate(): number {
+    this.stats.iterations++;
+    let work = 0;
+    if (Atomics.load(this.pending, 0) !== 0) work += this.handleRequests();
+    const qs = this.active;
+    for (let i = 0; i < qs.length; i++) {
+      const q = qs[i]!;
+      if (q.stopSeq >= 0 || q.broken) continue;
+      try {
+        work += q.blk.poll();
+      } catch (e) {
+        this.markBroken(q, `queue poll threw: ${(e as Error).message}`);
+      }
+    }
+    for (const c of this.channels.values()) {
+      try {
+        work += c.channel.poll();
+      } catch (e) {
+        for (const q of qs) if (q.chanKey === c.key) this.markBroken(q, `bdev channel threw: ${(e as Error).message}`);
+      }
+    }
+    for (let i = 0; i < qs.length; i++) {
+      const q = qs[i]!;
+      if (q.blk.flush() && q.callFd >= 0) this.native.eventfdWrite(q.callFd, 1);
+      // A broken queue can no longer complete what is in flight; stop it as it is.
+      if (q.stopSeq >= 0 && (q.blk.inflight() === 0 || q.broken)) this.finishStop(q);
+    }
+    return work;
+  }
+
+  private markBroken(q: QueueState, why: string): void {
+    if (q.broken) return;
+    q.broken = true;
+    this.source.reply({ event: 'broken', id: q.spec.id, why });
+  }
+
+  private sleep(): void {
+    const n = this.native;
+    let mustPoll = false;
+    for (const q of this.active) {
+      if (q.stopSeq >= 0 || q.broken) continue;
+      if (q.spec.kickFd < 0) mustPoll = true; // no kick fd: this ring can only be polled
+      q.blk.ring.setKicks(true);
+      if (q.spec.kickFd >= 0) n.eventfdRead(q.spec.kickFd);
+    }
+    // Re-check after arming: a buffer made available before the driver saw
+    // our request for kicks would otherwise wait for the next, unrelated kick.
+    for (const q of this.active) if (q.stopSeq < 0 && !q.broken && q.blk.ring.availPending()) mustPoll = true;
+    for (const q of this.active) if (q.stopSeq >= 0) mustPoll = true;
+    if (Atomics.load(this.pending, 0) !== 0) mustPoll = true;
+    if (!mustPoll) {
+      this.stats.sleeps++;
+      const got = n.epollWait(this.epfd, this.events, -1);
+      for (let i = 0; i < got; i++) {
+        const token = this.events[2 * i + 1]!;
+        if (token === TOKEN_WAKE) n.eventfdRead(this.init.wakeFd);
+        else this.tokens.get(token)?.();
+      }
+    }
+    for (const q of this.active) q.blk.ring.setKicks(false);
+  }
+
+  private handleRequests(): number {
+    Atomics.store(this.pending, 0, 0);
+    let n = 0;
+    for (let m = this.source.take(); m !== undefined; m = this.source.take()) {
+      n++;
+      try {
+        this.handle(m.seq, m.req);
+      } catch (e) {
+        this.source.reply({ seq: m.seq, ok: false, error: (e as Error).message });
+      }
+    }
+    return n;
+  }
+
+  private handle(seq: number, req: ReactorRequest): void {
+    switch (req.op) {
+      case 'addQueue':
+        this.addQueue(req.queue);
+        this.source.reply({ seq, ok: true });
+        return;
+      case 'setCall': {
+        const q = this.queues.get(req.id);
+        if (!q) throw new Error(`no queue ${req.id}`);
+        q.callFd = req.callFd;
+        this.source.reply({ seq, ok: true });
+        return;
+      }
+      case 'stopQueue': {
+        const q = this.queues.get(req.id);
+        if (!q) throw new Error(`no queue ${req.id}`);
+        // Stop taking new requests; reply once in-flight ones have completed.
+        q.stopSeq = seq;
+        return;
+      }
+      case 'stats': {
+        let completed = 0;
+        let failed = 0;
+        for (const q of this.queues.values()) {
+          completed += q.blk.completed;
+          failed += q.blk.failed;
+        }
+        this.source.reply({ seq, ok: true, result: { queues: this.queues.size, completed, failed, ...this.stats } });
+        return;
+      }
+      case 'shutdown':
+        for (const q of [...this.queues.values()]) this.removeQueue(q);
+        this.running = false;
+        this.source.reply({ seq, ok: true });
+        return;
+    }
+  }
+
+  private addQueue(s: QueueSpec): void {
+    if (this.queues.has(s.id)) throw new Error(`queue ${s.id} is already running`);
+    const memKey = `${s.device}#${s.memory.generation}`;
+    let m = this.memories.get(memKey);
+    if (!m) {
+      m = { mem: new GuestMemory(s.memory.regions, (addr, len) => this.native.viewAddress(addr, len)), users: 0 };
+      this.memories.set(memKey, m);
+    }
+    const mem = m.mem;
+    const where = (addr: number, len: number, what: string) => {
+      const r = mem.findHost(addr, len);
+      if (!r) throw new Error(`${what} of queue ${s.id} is outside guest memory`);
+      return r;
+    };
+    const ring = new SplitRing(
+      mem,
+      {
+        size: s.size,
+        desc: where(s.descAddr, 16 * s.size, 'descriptor table'),
+        avail: where(s.availAddr, 6 + 2 * s.size, 'available ring'),
+        used: where(s.usedAddr, 6 + 8 * s.size, 'used ring'),
+      },
+      s.eventIdx,
+      s.indirect,
+      s.lastAvail,
+      s.usedIdx,
+    );
+    const chanKey = s.bdev.info.name;
+    let c = this.channels.get(chanKey);
+    if (!c) {
+      const channel = bdevModule(s.bdev.info.type).open(s.bdev);
+      c = { key: chanKey, channel, users: 0, token: 0 };
+      if (channel.notifyFd >= 0) {
+        c.token = this.nextToken++;
+        this.tokens.set(c.token, () => channel.clearNotify());
+        this.native.epollCtl(this.epfd, this.native.EPOLL_CTL_ADD, channel.notifyFd, this.native.EPOLLIN, c.token);
+      }
+      this.channels.set(chanKey, c);
+    }
+    const q: QueueState = {
+      spec: s,
+      memKey,
+      chanKey,
+      callFd: s.callFd,
+      token: 0,
+      stopSeq: -1,
+      broken: false,
+      blk: undefined as unknown as BlkQueue,
+    };
+    q.blk = new BlkQueue(ring, mem, c.channel, s.blk, { broken: (why) => this.markBroken(q, why) });
+    m.users++;
+    c.users++;
+    if (s.kickFd >= 0) {
+      q.token = this.nextToken++;
+      const kick = s.kickFd;
+      this.tokens.set(q.token, () => this.native.eventfdRead(kick));
+      this.native.epollCtl(this.epfd, this.native.EPOLL_CTL_ADD, kick, this.native.EPOLLIN, q.token);
+    }
+    ring.setKicks(false);
+    this.queues.set(s.id, q);
+    this.active = [...this.queues.values()];
+  }
+
+  private finishStop(q: QueueState): void {
+    const seq = q.stopSeq;
+    const result: QueueStopped = { lastAvail: q.blk.ring.lastAvail, usedIdx: q.blk.ring.usedIdx };
+    this.removeQueue(q);
+    this.source.reply({ seq, ok: true, result });
+  }
+
+  private removeQueue(q: QueueState): void {
+    const n = this.native;
+    if (q.token) {
+      n.epollCtl(this.epfd, n.EPOLL_CTL_DEL, q.spec.kickFd, 0, 0);
+      this.tokens.delete(q.token);
+    }
+    this.queues.delete(q.spec.id);
+    this.active = [...this.queues.values()];
+    const c = this.channels.get(q.chanKey)!;
+    if (--c.users === 0) {
+      if (c.token) {
+        n.epollCtl(this.epfd, n.EPOLL_CTL_DEL, c.channel.notifyFd, 0, 0);
+        this.tokens.delete(c.token);
+      }
+      c.channel.close();
+      this.channels.delete(q.chanKey);
+    }
+    const m = this.memories.get(q.memKey)!;
+    if (--m.users === 0) {
+      // Detach our views before the main thread unmaps: a stale view then reads as empty.
+      for (const w of m.mem.windows) n.detach(w.buffer);
+      this.memories.delete(q.memKey);
+    }
+  }
+
+  private close(): void {
+    this.native.close(this.epfd);
+  }
+}

@@ -1,0 +1,105 @@
+// A vhost-user-blk export: a unix socket QEMU (or libblkio) connects to. One
+// front-end at a time; when it goes, the next may connect (reconnect).
+import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Logger } from 'pino';
+import type { ReactorPool } from '../../core/reactor-pool.js';
+import type { BdevDesc } from '../../bdev/types.js';
+import type { FdWatcher, NativeShim } from '../../native/index.js';
+import { E } from '../../virtio/errno.js';
+import { type BlkExportOptions, blkConfig, blkFeatures, blkParams } from '../../virtio/blk-config.js';
+import { type SessionContext, VhostUserSession } from './session.js';
+
+export interface VhostUserExportOptions extends BlkExportOptions {
+  name: string;
+  socket: string;
+  /** socket file mode, default 0o600 */
+  mode: number;
+}
+
+export class VhostUserExport {
+  private listenFd = -1;
+  private watcher: FdWatcher | undefined;
+  private session: VhostUserSession | undefined;
+  private sessions = 0;
+  private readonly ctx: SessionContext;
+  private readonly brokenHandlers = new Map<string, (why: string) => void>();
+
+  constructor(
+    private readonly native: NativeShim,
+    pool: ReactorPool,
+    bdev: BdevDesc,
+    readonly opts: VhostUserExportOptions,
+    log: Logger,
+  ) {
+    const blk = blkParams(bdev.info, opts);
+    this.ctx = {
+      name: opts.name,
+      native,
+      pool,
+      log: log.child({ component: 'vhost-user', export: opts.name }),
+      bdev,
+      blk,
+      numQueues: opts.numQueues,
+      features: blkFeatures(blk, opts.numQueues),
+      config: blkConfig(blk, opts),
+    };
+    for (const r of pool.reactors) r.on('broken', (id, why) => this.brokenHandlers.get(id)?.(why));
+  }
+
+  start(): void {
+    const path = this.opts.socket;
+    mkdirSync(dirname(path), { recursive: true });
+    if (existsSync(path)) {
+      // Only a stale socket may be replaced; anything else is the user's file.
+      if (!lstatSync(path).isSocket()) throw new Error(`socket=${path} exists and is not a socket; remove it or choose another path`);
+      unlinkSync(path);
+    }
+    this.listenFd = this.native.unixListen(path, 4);
+    chmodSync(path, this.opts.mode);
+    this.watcher = new this.native.FdWatcher(this.listenFd);
+    this.watcher.start(true, false, () => this.accept());
+    this.ctx.log.info({ socket: path, bdev: this.ctx.bdev.info.name, queues: this.opts.numQueues }, 'listening');
+  }
+
+  private accept(): void {
+    for (;;) {
+      const fd = this.native.accept(this.listenFd);
+      if (fd === -E.EAGAIN) return;
+      if (fd < 0) {
+        this.ctx.log.warn(`accept failed (${-fd})`);
+        return;
+      }
+      if (this.session) {
+        this.ctx.log.warn('a front-end is already connected; refusing another connection');
+        this.native.close(fd);
+        continue;
+      }
+      const serial = ++this.sessions;
+      const s = new VhostUserSession(fd, this.ctx, serial, (id, h) => {
+        this.brokenHandlers.set(id, h);
+        return () => this.brokenHandlers.delete(id);
+      });
+      this.session = s;
+      this.ctx.log.info({ session: serial }, 'front-end connected');
+      void s.done.then(() => {
+        if (this.session === s) this.session = undefined;
+      });
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.watcher?.stop();
+    this.watcher = undefined;
+    if (this.listenFd >= 0) {
+      this.native.close(this.listenFd);
+      this.listenFd = -1;
+      try {
+        unlinkSync(this.opts.socket);
+      } catch {
+        // already gone
+      }
+    }
+    await this.session?.close();
+  }
+}
