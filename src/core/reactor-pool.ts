@@ -10,7 +10,20 @@ export interface ReactorEvents {
   log: [level: 'info' | 'warn' | 'error', msg: string, data?: Record<string, unknown>];
 }
 
-export class ReactorHandle extends EventEmitter<ReactorEvents> {
+/** What a frontend needs of a reactor: start, stop and re-signal its queues. */
+export interface QueueHost {
+  readonly index: number;
+  addQueue(q: QueueSpec): Promise<void>;
+  stopQueue(id: string): Promise<QueueStopped>;
+  setCall(id: string, callFd: number): Promise<void>;
+}
+
+/** Chooses the reactor for a new queue. */
+export interface QueuePlacer {
+  pick(): QueueHost;
+}
+
+export class ReactorHandle extends EventEmitter<ReactorEvents> implements QueueHost {
   private readonly worker: Worker;
   private readonly wakeFd: number;
   private readonly pending: Int32Array;
@@ -87,16 +100,24 @@ export class ReactorHandle extends EventEmitter<ReactorEvents> {
     return this.request({ op: 'stats' }) as Promise<ReactorStats>;
   }
 
-  async shutdown(): Promise<void> {
+  /** Stop the reactor; one that does not answer within `graceMs` is terminated. */
+  async shutdown(graceMs = 5000): Promise<void> {
     if (!this.exited) {
-      await this.request({ op: 'shutdown' }).catch(() => {});
-      await new Promise<void>((res) => (this.exited ? res() : this.worker.once('exit', () => res())));
+      const exit = new Promise<void>((res) => (this.exited ? res() : this.worker.once('exit', () => res())));
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<'timeout'>((res) => (timer = setTimeout(() => res('timeout'), graceMs)));
+      const r = await Promise.race([this.request({ op: 'shutdown' }).then(() => exit, () => exit), timeout]);
+      clearTimeout(timer);
+      if (r === 'timeout') {
+        this.emit('log', 'error', `reactor ${this.index} did not stop within ${graceMs} ms; terminating it`);
+        await this.worker.terminate();
+      }
     }
     this.native.close(this.wakeFd);
   }
 }
 
-export class ReactorPool {
+export class ReactorPool implements QueuePlacer {
   readonly reactors: ReactorHandle[];
 
   constructor(native: NativeShim, count: number, idleSpinUs: number) {

@@ -56,6 +56,8 @@ export class Reactor {
   private running = true;
   private idleSince = 0;
   private stats = { iterations: 0, sleeps: 0 };
+  /** requests completed by queues that have since been removed */
+  private retired = { completed: 0, failed: 0 };
 
   constructor(
     private readonly native: NativeShim,
@@ -127,8 +129,9 @@ export class Reactor {
     for (const q of this.active) {
       if (q.stopSeq >= 0 || q.broken) continue;
       if (q.spec.kickFd < 0) mustPoll = true; // no kick fd: this ring can only be polled
+      // Kick fds are not drained here: the front-end may have made them blocking.
+      // A stale kick only costs one extra pass through epoll, which reads it.
       q.blk.ring.setKicks(true);
-      if (q.spec.kickFd >= 0) n.eventfdRead(q.spec.kickFd);
     }
     // Re-check after arming: a buffer made available before the driver saw
     // our request for kicks would otherwise wait for the next, unrelated kick.
@@ -182,8 +185,8 @@ export class Reactor {
         return;
       }
       case 'stats': {
-        let completed = 0;
-        let failed = 0;
+        let completed = this.retired.completed;
+        let failed = this.retired.failed;
         for (const q of this.queues.values()) {
           completed += q.blk.completed;
           failed += q.blk.failed;
@@ -277,6 +280,8 @@ export class Reactor {
     }
     this.queues.delete(q.spec.id);
     this.active = [...this.queues.values()];
+    this.retired.completed += q.blk.completed;
+    this.retired.failed += q.blk.failed;
     const c = this.channels.get(q.chanKey)!;
     if (--c.users === 0) {
       if (c.token) {

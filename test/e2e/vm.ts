@@ -103,6 +103,11 @@ export interface GuestOptions {
   /** Back guest RAM with a shared memfd, as vhost-user needs. */
   sharedMemory?: boolean;
   timeoutMs?: number;
+  /**
+   * Runs on the host while the guest runs; it sees the run share's host path
+   * (the guest's $VDX_RUN), so the two can hand each other files.
+   */
+  whileRunning?: (runDir: string) => Promise<void>;
 }
 
 export interface GuestResult {
@@ -178,8 +183,15 @@ export async function runGuest(o: GuestOptions): Promise<GuestResult> {
       timedOut = true;
       signalGroup(qemu, 'SIGKILL');
     }, timeoutMs);
+    let sideError: unknown;
+    const side = o.whileRunning?.(runDir).catch((e: unknown) => {
+      sideError = e;
+      signalGroup(qemu, 'SIGKILL');
+    });
     const code = await exited(qemu);
     clearTimeout(timer);
+    await side;
+    if (sideError) throw sideError;
     await new Promise<void>((res) => log.end(res));
     const durationMs = Date.now() - started;
 

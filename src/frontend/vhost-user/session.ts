@@ -3,7 +3,7 @@
 // never touches a request. Every message is validated before it changes state;
 // a malformed one ends the session (QEMU sees a reset device), never the process.
 import type { Logger } from 'pino';
-import type { ReactorHandle, ReactorPool } from '../../core/reactor-pool.js';
+import type { QueueHost, QueuePlacer } from '../../core/reactor-pool.js';
 import type { QueueSpec } from '../../core/messages.js';
 import type { FdWatcher, Mapping, NativeShim } from '../../native/index.js';
 import type { BdevDesc } from '../../bdev/types.js';
@@ -57,7 +57,7 @@ export const MAX_MEM_SLOTS = 32;
 export interface SessionContext {
   name: string;
   native: NativeShim;
-  pool: ReactorPool;
+  pool: QueuePlacer;
   log: Logger;
   bdev: BdevDesc;
   blk: BlkParams;
@@ -81,7 +81,7 @@ interface Vring {
   callFd: number;
   errFd: number;
   enabled: boolean;
-  running: { reactor: ReactorHandle; id: string } | undefined;
+  running: { reactor: QueueHost; id: string } | undefined;
 }
 
 const UNSET = -2;
@@ -186,6 +186,9 @@ export class VhostUserSession {
     if (rules < 0) {
       this.closeFds(m.fds);
       return this.fail(`${name} with payload ${m.hdr.size} bytes and ${m.fds.length} fds is malformed`);
+    }
+    if (this.log.isLevelEnabled('debug')) {
+      this.log.debug({ flags: m.hdr.flags, size: m.hdr.size, fds: m.fds.length, payload: Buffer.from(m.payload.buffer).toString('hex').slice(0, 96) }, name);
     }
     try {
       const acked = await this.handle(m);

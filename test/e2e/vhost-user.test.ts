@@ -1,0 +1,192 @@
+// vdx's vhost-user-blk frontend against real clients: QEMU 7.2 guests on the
+// 6.12 kernel, and libblkio from the Debian 13 userland.
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { vhostUserCheck } from './checks.js';
+import { VdxVhostUser } from './exporters.js';
+import { expectGuestOk, killTracked, recordTiming, runGuest, runInUserland } from './vm.js';
+
+afterEach(() => killTracked());
+
+const check = (name: string) => `exec bash "$VDX_SRC/test/e2e/guest/checks/${name}.sh"`;
+const MiB = 1 << 20;
+
+let dir = '';
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'vdx-e2e-'));
+  return () => rmSync(dir, { recursive: true, force: true });
+});
+
+function image(sizeBytes: number, name = 'disk.img'): string {
+  const p = join(dir, name);
+  writeFileSync(p, '');
+  truncateSync(p, sizeBytes);
+  return p;
+}
+
+/** Boot a guest against a vdx export and run a guest check. */
+async function guestOn(vdx: VdxVhostUser, queues: number, checkName: string, env: Record<string, string> = {}, img = image(64 * MiB)) {
+  const socket = join(dir, 'vu.sock');
+  await vdx.start({ socket, image: img, queues });
+  try {
+    const r = await runGuest({
+      name: `vdx-${checkName}-${vdx.name}`,
+      script: check(checkName),
+      env: { QUEUES: String(queues), ...env },
+      sharedMemory: true,
+      qemuArgs: ['-chardev', `socket,id=vu0,path=${socket}`, '-device', `vhost-user-blk-pci,chardev=vu0,num-queues=${queues}`],
+    });
+    recordTiming(`vdx-${checkName}-${vdx.name}`, r.durationMs);
+    return expectGuestOk(r);
+  } finally {
+    await vdx.stop();
+  }
+}
+
+describe('vdx over vhost-user, QEMU 7.2 guest', () => {
+  test('malloc bdev: the bench check (fs round trip, two queues)', async () => {
+    const r = await vhostUserCheck(new VdxVhostUser({ bdev: () => 'malloc:size=64M', logName: 'vdx-malloc' }), 2);
+    expect(r.output).toContain('BLK-CHECK-OK');
+  });
+
+  test('malloc bdev: serial, fio --verify=crc32c', async () => {
+    const vdx = new VdxVhostUser({ bdev: () => 'malloc:size=64M', exportKeys: 'serial=vdx-disk-0', logName: 'vdx-malloc-fio' });
+    const r = await guestOn(vdx, 2, 'vdx-blk', { SERIAL: 'vdx-disk-0', FIO: '1' });
+    expect(r.output).toContain("serial 'vdx-disk-0'");
+    expect(r.output).toContain('FIO-VERIFY-OK');
+  });
+
+  test('file bdev (io_uring): fs round trip, serial, fio --verify=crc32c, two queues', async () => {
+    const vdx = new VdxVhostUser({ exportKeys: 'serial=file0', logName: 'vdx-file' });
+    const r = await guestOn(vdx, 2, 'vdx-blk', { SERIAL: 'file0', FIO: '1' });
+    expect(r.output).toContain('has 2 queues');
+    expect(r.output).toContain('FIO-VERIFY-OK');
+  });
+
+  test('file bdev: discard releases the file blocks, write-zeroes zeroes them', async () => {
+    const img = image(64 * MiB);
+    const r = await guestOn(new VdxVhostUser({ logName: 'vdx-discard' }), 1, 'discard', {}, img);
+    expect(r.output).toContain('DISCARD-OK');
+    const data = readFileSync(img);
+    const zero = (a: number, b: number) => data.subarray(a, b).every((x) => x === 0);
+    expect(zero(0, 12 * MiB)).toBe(true); // discarded and zeroed ranges
+    expect(zero(12 * MiB, 16 * MiB)).toBe(false); // untouched random data
+    // 16 MiB were written; the 8 MiB discard must have given its blocks back.
+    const allocated = statSync(img).blocks * 512;
+    expect(allocated).toBeLessThanOrEqual(8 * MiB + 256 * 1024);
+    expect(allocated).toBeGreaterThanOrEqual(4 * MiB);
+  });
+
+  test('readonly export: guest reads work, writes fail, the image is unchanged', async () => {
+    const img = image(16 * MiB);
+    writeFileSync(img, Buffer.alloc(MiB, 0x5a), { flag: 'r+' });
+    const before = createHash('sha256').update(readFileSync(img)).digest('hex');
+    const r = await guestOn(new VdxVhostUser({ exportKeys: 'readonly=on', logName: 'vdx-ro' }), 1, 'readonly', {}, img);
+    expect(r.output).toContain('READONLY-OK');
+    expect(createHash('sha256').update(readFileSync(img)).digest('hex')).toBe(before);
+  });
+
+  test('two guests in a row on one export; idle daemon CPU', async () => {
+    const vdx = new VdxVhostUser({ bdev: () => 'malloc:size=64M', logName: 'vdx-reconnect' });
+    const socket = join(dir, 'vu.sock');
+    await vdx.start({ socket, image: '', queues: 2 });
+    const qemuArgs = ['-chardev', `socket,id=vu0,path=${socket}`, '-device', 'vhost-user-blk-pci,chardev=vu0,num-queues=2'];
+    let cpuPercent = -1;
+    try {
+      const first = await runGuest({ name: 'vdx-reconnect-1', script: check('blk-guest'), env: { QUEUES: '2' }, sharedMemory: true, qemuArgs });
+      expectGuestOk(first);
+      // The second guest finds the first one's files (same malloc bdev), then idles while we measure vdx.
+      const second = await runGuest({
+        name: 'vdx-reconnect-2',
+        script: [
+          '. "$VDX_SRC/test/e2e/guest/lib.sh"',
+          'wait_until 20 test -b /dev/vda || fail "no /dev/vda"',
+          'fsck.ext4 -fn /dev/vda >/dev/null || fail "fsck after reconnect"',
+          'mkdir -p /tmp/m && mount /dev/vda /tmp/m && test -f /tmp/m/dir/numbers.txt && umount /tmp/m || fail "first guest files missing"',
+          'echo "second guest sees the first one\'s files"',
+          'touch "$VDX_RUN/idle"',
+          'wait_until 60 test -e "$VDX_RUN/measured" || fail "host never measured"',
+        ].join('\n'),
+        sharedMemory: true,
+        qemuArgs,
+        whileRunning: async (runDir) => {
+          const deadline = Date.now() + 120_000;
+          while (!existsSync(join(runDir, 'idle'))) {
+            if (Date.now() > deadline) throw new Error('guest never went idle');
+            await new Promise((r) => setTimeout(r, 100));
+          }
+          cpuPercent = await cpuOver(vdx.pid!, 10_000);
+          writeFileSync(join(runDir, 'measured'), String(cpuPercent));
+        },
+      });
+      expectGuestOk(second);
+      expect(second.output).toContain("second guest sees the first one's files");
+    } finally {
+      await vdx.stop();
+    }
+    const log = readFileSync(vdx.logPath, 'utf8');
+    expect(log.match(/front-end connected/g)?.length).toBe(2);
+    expect(log.match(/session ended/g)?.length).toBe(2);
+    recordTiming('vdx-idle-cpu-percent-x1000', Math.round(cpuPercent * 1000));
+    expect(cpuPercent).toBeGreaterThanOrEqual(0);
+    expect(cpuPercent).toBeLessThan(2);
+  });
+});
+
+describe('vdx over vhost-user, libblkio client (Debian 13 userland)', () => {
+  async function qemuIo(socket: string, cmds: string[]) {
+    const args = ['qemu-io'];
+    for (const c of cmds) args.push('-c', c);
+    args.push('--image-opts', `driver=virtio-blk-vhost-user,path=${socket},cache.direct=on`);
+    return runInUserland(args);
+  }
+
+  test('malloc bdev: writes a pattern and reads it back', async () => {
+    const vdx = new VdxVhostUser({ bdev: () => 'malloc:size=64M', logName: 'vdx-libblkio' });
+    const socket = join(dir, 'vu.sock');
+    await vdx.start({ socket, image: '', queues: 1 });
+    try {
+      const r = await qemuIo(socket, ['write -P 0xab 4096 64k', 'read -P 0xab 4096 64k', 'read -P 0 0 4096']);
+      expect(r.stderr + r.stdout).not.toMatch(/fail|error/i);
+      expect(r.stdout).toMatch(/wrote 65536\/65536 bytes at offset 4096/);
+      expect(r.stdout).toMatch(/read 65536\/65536 bytes at offset 4096/);
+      expect(r.code).toBe(0);
+      // a second client after the first disconnected
+      const again = await qemuIo(socket, ['read -P 0xab 4096 64k']);
+      expect(again.stdout).toMatch(/read 65536\/65536 bytes/);
+      expect(again.stdout + again.stderr).not.toMatch(/Pattern verification failed/);
+    } finally {
+      await vdx.stop();
+    }
+  });
+
+  test('null bdev: a read succeeds', async () => {
+    const vdx = new VdxVhostUser({ bdev: () => 'null:size=1G', logName: 'vdx-null' });
+    const socket = join(dir, 'vu.sock');
+    await vdx.start({ socket, image: '', queues: 1 });
+    try {
+      const r = await qemuIo(socket, ['read 0 1M', 'read 1023M 1M']);
+      expect(r.stdout).toMatch(/read 1048576\/1048576 bytes at offset 0/);
+      expect(r.stdout).toMatch(/read 1048576\/1048576 bytes at offset 1072693248/);
+      expect(r.code).toBe(0);
+    } finally {
+      await vdx.stop();
+    }
+  });
+});
+
+/** CPU use of a process (all threads) over `ms`, in percent of one core. */
+async function cpuOver(pid: number, ms: number): Promise<number> {
+  const ticks = () => {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return Number(f[11]) + Number(f[12]); // utime + stime, fields 14 and 15
+  };
+  const t0 = ticks();
+  const s0 = performance.now();
+  await new Promise((r) => setTimeout(r, ms));
+  const t1 = ticks();
+  return ((t1 - t0) / 100 / ((performance.now() - s0) / 1000)) * 100;
+}
