@@ -1,0 +1,66 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, test } from 'vitest';
+import { bdevFromSpec, exportFromSpec, loadConfigFile, parseSpec, validateConfig } from '../../src/config/config.js';
+import { parseSize } from '../../src/bdev/spec.js';
+
+describe('spec parsing', () => {
+  test('type:key=value,... with ",," for a literal comma', () => {
+    expect(parseSpec('--bdev', 'file:name=f,path=/a,,b')).toEqual({ type: 'file', keys: { name: 'f', path: '/a,b' } });
+  });
+
+  test('a full vhost-user export', () => {
+    expect(exportFromSpec('vhost-user:bdev=m0,socket=/run/vdx/m0.sock,num-queues=2,serial=disk0,readonly=off')).toEqual({
+      type: 'vhost-user', name: 'm0', bdev: 'm0', socket: '/run/vdx/m0.sock', numQueues: 2, queueSize: 128, serial: 'disk0', readonly: false, mode: 0o600,
+    });
+  });
+
+  const bad: [string, () => unknown, RegExp][] = [
+    ['unknown bdev type', () => bdevFromSpec('ram:name=x'), /unknown type 'ram'; known types: null, malloc, file/],
+    ['unknown bdev key', () => bdevFromSpec('malloc:name=m,sise=1G'), /unknown key 'sise'; known keys: name, size, block-size/],
+    ['missing name', () => bdevFromSpec('malloc:size=1G'), /missing name=/],
+    ['not key=value', () => bdevFromSpec('malloc:name'), /'name' is not key=value/],
+    ['duplicate key', () => bdevFromSpec('malloc:name=a,name=b'), /key 'name' given twice/],
+    ['bad queue count', () => exportFromSpec('vhost-user:bdev=m,socket=/s,num-queues=0'), /num-queues=0 must be an integer in 1..64/],
+    ['missing socket', () => exportFromSpec('vhost-user:bdev=m'), /missing socket=/],
+    ['long serial', () => exportFromSpec('vhost-user:bdev=m,socket=/s,serial=123456789012345678901'), /serial=.* at most 20/],
+    ['bad readonly', () => exportFromSpec('vhost-user:bdev=m,socket=/s,readonly=maybe'), /readonly=maybe: must be on or off/],
+    ['bad mode', () => exportFromSpec('vhost-user:bdev=m,socket=/s,mode=999'), /mode=999 must be an octal/],
+    ['unknown export type', () => exportFromSpec('nbd:bdev=m'), /unknown export type 'nbd'/],
+  ];
+  for (const [name, f, msg] of bad) test(`error: ${name}`, () => expect(f).toThrow(msg));
+
+  test('sizes', () => {
+    expect(parseSize('size', '1G')).toBe(2 ** 30);
+    expect(parseSize('size', '512M')).toBe(512 * 2 ** 20);
+    expect(parseSize('size', '64KiB')).toBe(65536);
+    expect(() => parseSize('size', '1.5G')).toThrow(/not a size/);
+    expect(() => parseSize('size', '0')).toThrow(/positive/);
+    expect(() => parseSize('size', '1000', 512)).toThrow(/multiple of 512/);
+  });
+
+  test('cross-checks: exports name existing bdevs, names and sockets are unique', () => {
+    const b = [bdevFromSpec('malloc:name=m0,size=1G')];
+    expect(() => validateConfig({ reactors: 1, idleSpinUs: 0, bdevs: b, exports: [exportFromSpec('vhost-user:bdev=m9,socket=/s')] })).toThrow(
+      /bdev=m9 is not defined; defined bdevs: m0/,
+    );
+    expect(() => validateConfig({ reactors: 1, idleSpinUs: 0, bdevs: [...b, ...b], exports: [] })).toThrow(/used twice/);
+    const x = exportFromSpec('vhost-user:bdev=m0,socket=/s');
+    expect(() => validateConfig({ reactors: 1, idleSpinUs: 0, bdevs: b, exports: [x, { ...x, name: 'other' }] })).toThrow(/used by two exports/);
+  });
+
+  test('JSON config file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vdx-cfg-'));
+    const f = join(dir, 'c.json');
+    writeFileSync(f, JSON.stringify({ reactors: 2, bdevs: [{ type: 'null', name: 'n0', size: '1G' }], exports: [{ type: 'vhost-user', bdev: 'n0', socket: '/s', 'num-queues': 4 }] }));
+    const c = loadConfigFile(f);
+    expect(c.reactors).toBe(2);
+    expect(c.bdevs).toEqual([{ type: 'null', name: 'n0', size: '1G' }]);
+    expect(c.exports?.[0]?.numQueues).toBe(4);
+    writeFileSync(f, JSON.stringify({ bdev: [] }));
+    expect(() => loadConfigFile(f)).toThrow(/unknown key 'bdev'; known keys: reactors, idleSpinUs, bdevs, exports/);
+    writeFileSync(f, '{');
+    expect(() => loadConfigFile(f)).toThrow(/--config .*c.json/);
+  });
+});
