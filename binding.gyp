@@ -8,7 +8,9 @@
         "native/mman.cc",
         "native/socket.cc",
         "native/epoll.cc",
-        "native/uring.cc"
+        "native/uring.cc",
+        "native/ioctl.cc",
+        "native/netlink.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],

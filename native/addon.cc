@@ -50,6 +50,8 @@ static Napi::Object InitShim(Napi::Env env, Napi::Object exports) {
   vdx::InitSocket(env, exports);
   vdx::InitEpoll(env, exports);
   vdx::InitUring(env, exports);
+  vdx::InitIoctl(env, exports);
+  vdx::InitNetlink(env, exports);
   return exports;
 }
 

@@ -189,7 +189,8 @@ class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "FdWatcher",
-                       {InstanceMethod("start", &FdWatcher::Start), InstanceMethod("stop", &FdWatcher::Stop)});
+                       {InstanceMethod("start", &FdWatcher::Start), InstanceMethod("stop", &FdWatcher::Stop),
+                        InstanceMethod("close", &FdWatcher::CloseJs)});
   }
 
   explicit FdWatcher(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FdWatcher>(info) {
@@ -227,7 +228,18 @@ class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
     return info.Env().Undefined();
   }
 
+  // stop(): no more callbacks until start() again.
   Napi::Value Stop(const Napi::CallbackInfo& info) {
+    if (handle_) uv_poll_stop(handle_);
+    if (active_) {
+      active_ = false;
+      Unref();
+    }
+    return info.Env().Undefined();
+  }
+
+  // close(): stop for good and release the handle (the fd itself stays open).
+  Napi::Value CloseJs(const Napi::CallbackInfo& info) {
     Close();
     return info.Env().Undefined();
   }

@@ -1,22 +1,33 @@
-// The running vdx: bdevs (main-thread descriptions), reactors, and exports.
+// The running vdx: bdevs (main-thread descriptions), reactors, exports, and the
+// control socket.
 import type { Logger } from 'pino';
 import { bdevModule } from './bdev/registry.js';
 import type { BdevDesc } from './bdev/types.js';
 import type { DaemonConfig } from './config/config.js';
 import { validateConfig } from './config/config.js';
 import { ReactorPool } from './core/reactor-pool.js';
+import { VduseExport } from './frontend/vduse/export.js';
 import { VhostUserExport } from './frontend/vhost-user/export.js';
 import type { NativeShim } from './native/index.js';
+import { RpcServer } from './rpc/server.js';
+import { VdpaOps } from './vdpa/ops.js';
+
+export const DEFAULT_RPC_SOCKET = '/run/vdx/vdx.rpc.sock';
 
 export class Daemon {
   private pool: ReactorPool | undefined;
   private readonly bdevs = new Map<string, BdevDesc>();
-  private readonly exports: VhostUserExport[] = [];
+  private readonly vhostUser: VhostUserExport[] = [];
+  private readonly vduse: VduseExport[] = [];
+  private ops: VdpaOps | undefined;
+  private rpc: RpcServer | undefined;
 
   constructor(
     private readonly native: NativeShim,
     private readonly config: DaemonConfig,
     private readonly log: Logger,
+    /** null: no control socket */
+    private readonly rpcSocket: string | null = DEFAULT_RPC_SOCKET,
   ) {
     validateConfig(config);
   }
@@ -34,9 +45,21 @@ export class Daemon {
         r.on('log', (level, msg, data) => this.log[level]({ component: 'reactor', reactor: r.index, ...data }, msg));
       }
       for (const x of this.config.exports) {
-        const e = new VhostUserExport(this.native, this.pool, this.bdevs.get(x.bdev)!, x, this.log);
-        e.start();
-        this.exports.push(e);
+        const bdev = this.bdevs.get(x.bdev)!;
+        if (x.type === 'vhost-user') {
+          const e = new VhostUserExport(this.native, this.pool, bdev, x, this.log);
+          e.start();
+          this.vhostUser.push(e);
+        } else {
+          this.ops ??= new VdpaOps();
+          const e = new VduseExport(this.native, this.pool, bdev, x, this.log, this.ops);
+          this.vduse.push(e);
+          await e.start();
+        }
+      }
+      if (this.rpcSocket) {
+        this.rpc = new RpcServer(this.rpcSocket, this.rpcMethods(), this.log);
+        await this.rpc.start();
       }
     } catch (e) {
       await this.stop();
@@ -44,8 +67,35 @@ export class Daemon {
     }
   }
 
+  private rpcMethods() {
+    const vduse = (name: unknown) => {
+      const e = this.vduse.find((x) => x.name === name);
+      if (!e) throw new Error(`no vduse export '${String(name)}'; vduse exports: ${this.vduse.map((x) => x.name).join(', ') || 'none'}`);
+      return e;
+    };
+    return {
+      exports: async () => [
+        ...this.vhostUser.map((e) => ({ type: 'vhost-user', name: e.opts.name, bdev: e.bdevName, socket: e.opts.socket })),
+        ...(await Promise.all(this.vduse.map((e) => e.info()))),
+      ],
+      vdpa_list: async () => Promise.all(this.vduse.map((e) => e.info())),
+      vdpa_bind: async (p: Record<string, unknown>) => {
+        if (p.bus !== 'virtio' && p.bus !== 'vhost') throw new Error(`bus must be virtio or vhost, not '${String(p.bus)}'`);
+        return { node: await vduse(p.name).switchBus(p.bus) };
+      },
+      stats: async () => this.stats(),
+    };
+  }
+
   async stop(): Promise<void> {
-    for (const e of this.exports.splice(0)) await e.stop();
+    await this.rpc?.stop();
+    this.rpc = undefined;
+    for (const e of this.vhostUser.splice(0)) await e.stop();
+    for (const e of this.vduse.splice(0)) {
+      await e.stop().catch((err: Error) => this.log.error(`stopping ${e.name}: ${err.message}`));
+    }
+    await this.ops?.close();
+    this.ops = undefined;
     await this.pool?.shutdown();
     this.pool = undefined;
     for (const d of this.bdevs.values()) bdevModule(d.info.type).destroy(d);

@@ -4,7 +4,10 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { bdevFromSpec, type DaemonConfig, EXPORT_KEYS, exportFromSpec, loadConfigFile, validateConfig } from '../config/config.js';
 import { BDEV_MODULES } from '../bdev/registry.js';
-import { Daemon } from '../daemon.js';
+import { DEFAULT_RPC_SOCKET, Daemon } from '../daemon.js';
+import { rpcCall } from '../rpc/server.js';
+import { VdpaClient } from '../vdpa/client.js';
+import { existsSync } from 'node:fs';
 import { createLogger } from '../log/logger.js';
 import { loadNative } from '../native/index.js';
 
@@ -56,13 +59,14 @@ program
     if (!/^\d+$/.test(v)) throw new InvalidArgumentError('--idle-spin-us must be a whole number of microseconds');
     return Number(v);
   })
+  .option('--rpc-socket <path>', `control socket for 'vdx vdpa ...' (default ${DEFAULT_RPC_SOCKET}; 'none' to disable)`)
   .option('--log-level <level>', 'trace, debug, info, warn, error (default info, or $VDX_LOG_LEVEL)')
   .option('--log-format <format>', 'json or pretty (default: pretty on a terminal, else json)')
   .addHelpText(
     'after',
     `\n${keyHelp('Bdev types and keys:', Object.fromEntries(Object.entries(BDEV_MODULES).map(([t, m]) => [t, m.keys])))}\n\n${keyHelp('Export types and keys:', EXPORT_KEYS)}\n\nExample:\n  vdx serve --bdev malloc:name=m0,size=1G --export vhost-user:bdev=m0,socket=/run/vdx/m0.sock,num-queues=2,serial=disk0`,
   )
-  .action(async (o: { bdev: DaemonConfig['bdevs']; export: DaemonConfig['exports']; config?: string; reactors?: number; idleSpinUs?: number; logLevel?: string; logFormat?: string }) => {
+  .action(async (o: { bdev: DaemonConfig['bdevs']; export: DaemonConfig['exports']; config?: string; reactors?: number; idleSpinUs?: number; rpcSocket?: string; logLevel?: string; logFormat?: string }) => {
     if (o.logFormat !== undefined && o.logFormat !== 'json' && o.logFormat !== 'pretty') {
       program.error(`--log-format ${o.logFormat}: must be json or pretty`, { exitCode: 2 });
     }
@@ -84,12 +88,18 @@ program
         demo = true;
         cfg.bdevs.push(bdevFromSpec('malloc:name=malloc0,size=1G'));
         cfg.exports.push(exportFromSpec(`vhost-user:bdev=malloc0,socket=${DEFAULT_SOCKET},num-queues=2`));
+        // Where the kernel can host it, the same disk also appears on this host as /dev/vdX.
+        if (existsSync('/dev/vduse/control')) {
+          cfg.bdevs.push(bdevFromSpec('malloc:name=malloc1,size=1G'));
+          cfg.exports.push(exportFromSpec('vduse:bdev=malloc1,name=vdx0,num-queues=2,bus=virtio'));
+        }
       }
       validateConfig(cfg);
     } catch (e) {
       program.error(`vdx serve: ${(e as Error).message}`, { exitCode: 2 });
     }
-    const daemon = new Daemon(loadNative(), cfg, log);
+    const rpc = o.rpcSocket === 'none' ? null : (o.rpcSocket ?? DEFAULT_RPC_SOCKET);
+    const daemon = new Daemon(loadNative(), cfg, log, rpc);
     try {
       await daemon.start();
     } catch (e) {
@@ -97,15 +107,17 @@ program
       process.exit(1);
     }
     if (demo) {
-      process.stdout.write(
-        [
-          `vdx: serving a 1 GiB malloc disk over vhost-user at ${DEFAULT_SOCKET}. Attach a QEMU guest with:`,
-          `  qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem \\`,
-          `    -chardev socket,id=vdx0,path=${DEFAULT_SOCKET} -device vhost-user-blk-pci,chardev=vdx0,num-queues=2`,
-          'Stop with Ctrl-C.',
-          '',
-        ].join('\n'),
-      );
+      const lines = [
+        `vdx: serving a 1 GiB malloc disk over vhost-user at ${DEFAULT_SOCKET}. Attach a QEMU guest with:`,
+        `  qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem \\`,
+        `    -chardev socket,id=vdx0,path=${DEFAULT_SOCKET} -device vhost-user-blk-pci,chardev=vdx0,num-queues=2`,
+      ];
+      if (cfg.exports.some((x) => x.type === 'vduse')) {
+        const st = (await rpcCall(rpc ?? DEFAULT_RPC_SOCKET, 'vdpa_list').catch(() => [])) as { name: string; node?: string }[];
+        lines.push(`vdx: and a second 1 GiB malloc disk over VDUSE: vdpa device vdx0 is ${st[0]?.node ?? 'on the vDPA bus'} ('vdx vdpa bind vdx0 vhost' hands it to VMs)`);
+      }
+      lines.push('Stop with Ctrl-C.', '');
+      process.stdout.write(lines.join('\n'));
     }
     let stopping = false;
     const stop = (sig: string) => {
@@ -122,6 +134,78 @@ program
     };
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGTERM', () => stop('SIGTERM'));
+  });
+
+const vdpa = program.command('vdpa').description('VDUSE devices on the vDPA bus: list them, move them between virtio_vdpa and vhost_vdpa');
+
+function printTable(rows: Record<string, unknown>[], cols: string[]): void {
+  const w = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c] ?? '-').length)));
+  const line = (vals: string[]) => vals.map((v, i) => v.padEnd(w[i]!)).join('  ').trimEnd();
+  process.stdout.write(`${line(cols.map((c) => c.toUpperCase()))}\n`);
+  for (const r of rows) process.stdout.write(`${line(cols.map((c) => String(r[c] ?? '-')))}\n`);
+}
+
+async function daemonCall(o: { rpcSocket?: string }, method: string, params: Record<string, unknown> = {}): Promise<unknown> {
+  try {
+    return await rpcCall(o.rpcSocket ?? DEFAULT_RPC_SOCKET, method, params);
+  } catch (e) {
+    program.error(`vdx vdpa: ${(e as Error).message}`, { exitCode: 1 });
+  }
+}
+
+vdpa
+  .command('list')
+  .description('the running daemon\'s VDUSE exports with their bus, driver and node (/dev/vdX or /dev/vhost-vdpa-N)')
+  .option('--rpc-socket <path>', `daemon control socket (default ${DEFAULT_RPC_SOCKET})`)
+  .option('--json', 'print JSON')
+  .action(async (o: { rpcSocket?: string; json?: boolean }) => {
+    const rows = (await daemonCall(o, 'vdpa_list')) as Record<string, unknown>[];
+    if (o.json) process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+    else printTable(rows, ['name', 'bdev', 'bus', 'driver', 'node']);
+  });
+
+vdpa
+  .command('bind')
+  .description('move a running VDUSE export to another bus, keeping its data: virtio (/dev/vdX here) or vhost (/dev/vhost-vdpa-N for VMs); refused while the current node is in use')
+  .argument('<name>', 'the export (vdpa device) name')
+  .argument('<bus>', 'virtio or vhost')
+  .option('--rpc-socket <path>', `daemon control socket (default ${DEFAULT_RPC_SOCKET})`)
+  .action(async (name: string, bus: string, o: { rpcSocket?: string }) => {
+    if (bus !== 'virtio' && bus !== 'vhost') program.error(`vdx vdpa bind: bus '${bus}' must be virtio or vhost`, { exitCode: 2 });
+    const r = (await daemonCall(o, 'vdpa_bind', { name, bus })) as { node: string };
+    process.stdout.write(`${name}: ${r.node}\n`);
+  });
+
+vdpa
+  .command('mgmtdev')
+  .description('vdpa management devices, straight from the kernel over netlink (no daemon needed)')
+  .action(async () => {
+    try {
+      const c = await VdpaClient.open(loadNative());
+      const rows = (await c.mgmtdevs()).map((m) => ({
+        name: m.bus ? `${m.bus}/${m.name}` : m.name,
+        classes: [...Array(64).keys()].filter((b) => (m.supportedClasses >> BigInt(b)) & 1n).map((b) => ({ 1: 'net', 2: 'block' })[b] ?? `id${b}`).join(' '),
+        max_vqs: m.maxVqs,
+      }));
+      c.close();
+      printTable(rows, ['name', 'classes', 'max_vqs']);
+    } catch (e) {
+      program.error(`vdx vdpa mgmtdev: ${(e as Error).message}`, { exitCode: 1 });
+    }
+  });
+
+vdpa
+  .command('devices')
+  .description('every vdpa device, straight from the kernel over netlink (no daemon needed)')
+  .action(async () => {
+    try {
+      const c = await VdpaClient.open(loadNative());
+      const rows = (await c.devices()).map((d) => ({ ...d }) as Record<string, unknown>);
+      c.close();
+      printTable(rows, ['name', 'mgmtdev', 'deviceId', 'maxVqs', 'maxVqSize']);
+    } catch (e) {
+      program.error(`vdx vdpa devices: ${(e as Error).message}`, { exitCode: 1 });
+    }
   });
 
 await program.parseAsync(process.argv);

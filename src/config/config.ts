@@ -20,9 +20,23 @@ export interface VhostUserExportConfig {
   serial: string;
   readonly: boolean;
   mode: number;
+  logicalBlockSize: number | undefined;
 }
 
-export type ExportConfig = VhostUserExportConfig;
+export interface VduseExportConfig {
+  type: 'vduse';
+  /** the VDUSE / vdpa device name (/dev/vduse/NAME) */
+  name: string;
+  bdev: string;
+  numQueues: number;
+  queueSize: number;
+  logicalBlockSize: number | undefined;
+  serial: string;
+  readonly: boolean;
+  bus: 'virtio' | 'vhost' | 'none';
+}
+
+export type ExportConfig = VhostUserExportConfig | VduseExportConfig;
 
 export interface DaemonConfig {
   reactors: number;
@@ -42,6 +56,17 @@ export const EXPORT_KEYS: Record<string, Record<string, string>> = {
     serial: 'serial number the guest reads (GET_ID), up to 20 ASCII characters (default: the bdev name)',
     readonly: 'on: guest writes fail, VIRTIO_BLK_F_RO is offered (default off)',
     mode: 'socket file mode, octal (default 0600)',
+    'logical-block-size': 'block size the guest sees: 512 or 4096 (default: the bdev\'s)',
+  },
+  vduse: {
+    bdev: 'name of the bdev to export (required)',
+    name: 'VDUSE and vdpa device name, /dev/vduse/NAME (default: the bdev name)',
+    'num-queues': 'virtqueues, 1..64 (default 1)',
+    'queue-size': 'largest virtqueue, a power of two 2..32768 (default 1024, which QEMU vhost-vdpa-device-pci asks for)',
+    'logical-block-size': 'block size the guest sees: 512 or 4096 (default: the bdev\'s)',
+    serial: 'serial number the guest reads (GET_ID), up to 20 ASCII characters (default: the bdev name)',
+    readonly: 'on: guest writes fail, VIRTIO_BLK_F_RO is offered (default off)',
+    bus: 'virtio: /dev/vdX on this host; vhost: /dev/vhost-vdpa-N for VMs and libblkio; none: only /dev/vduse/NAME (default virtio)',
   },
 };
 
@@ -76,12 +101,37 @@ export function bdevFromSpec(spec: string): BdevConfig {
   return { type, ...keys };
 }
 
+function logicalBlockSize(type: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (v !== '512' && v !== '4096') throw new Error(`${type}: logical-block-size=${v} must be 512 or 4096`);
+  return Number(v);
+}
+
 export function exportFromKeys(type: string, keys: Record<string, string>): ExportConfig {
   const known = EXPORT_KEYS[type];
   if (!known) throw new Error(`unknown export type '${type}'; known types: ${Object.keys(EXPORT_KEYS).join(', ')}`);
-  checkKeys(type, keys, known, ['bdev', 'socket']);
+  checkKeys(type, keys, known, type === 'vduse' ? ['bdev'] : ['bdev', 'socket']);
   const serial = keys.serial ?? keys.bdev!;
   if (!/^[\x20-\x7e]{0,20}$/.test(serial)) throw new Error(`${type}: serial=${serial} must be at most 20 printable ASCII characters`);
+  if (type === 'vduse') {
+    const name = keys.name ?? keys.bdev!;
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name)) throw new Error(`vduse: name=${name} must be 1-64 letters, digits, '.', '_' or '-'`);
+    const queueSize = intKey(type, 'queue-size', keys['queue-size'], 1024, 2, 32768);
+    if ((queueSize & (queueSize - 1)) !== 0) throw new Error(`vduse: queue-size=${queueSize} must be a power of two`);
+    const bus = keys.bus ?? 'virtio';
+    if (bus !== 'virtio' && bus !== 'vhost' && bus !== 'none') throw new Error(`vduse: bus=${bus} must be virtio, vhost or none`);
+    return {
+      type: 'vduse',
+      name,
+      bdev: keys.bdev!,
+      numQueues: intKey(type, 'num-queues', keys['num-queues'], 1, 1, 64),
+      queueSize,
+      logicalBlockSize: logicalBlockSize(type, keys['logical-block-size']),
+      serial,
+      readonly: parseBool('readonly', keys.readonly, false),
+      bus,
+    };
+  }
   const mode = keys.mode ?? '0600';
   if (!/^0?[0-7]{3}$/.test(mode)) throw new Error(`${type}: mode=${mode} must be an octal file mode such as 0600`);
   return {
@@ -94,6 +144,7 @@ export function exportFromKeys(type: string, keys: Record<string, string>): Expo
     serial,
     readonly: parseBool('readonly', keys.readonly, false),
     mode: parseInt(mode, 8),
+    logicalBlockSize: logicalBlockSize(type, keys['logical-block-size']),
   };
 }
 
@@ -152,9 +203,11 @@ export function validateConfig(c: DaemonConfig): void {
   const exportNames = new Set<string>();
   for (const x of c.exports) {
     if (!names.has(x.bdev)) throw new Error(`export '${x.name}': bdev=${x.bdev} is not defined; defined bdevs: ${[...names].join(', ') || 'none'}`);
-    if (sockets.has(x.socket)) throw new Error(`socket ${x.socket} is used by two exports`);
+    if (x.type === 'vhost-user') {
+      if (sockets.has(x.socket)) throw new Error(`socket ${x.socket} is used by two exports`);
+      sockets.add(x.socket);
+    }
     if (exportNames.has(x.name)) throw new Error(`export name '${x.name}' is used twice`);
-    sockets.add(x.socket);
     exportNames.add(x.name);
   }
 }

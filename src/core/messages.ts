@@ -3,13 +3,14 @@
 import type { BdevDesc } from '../bdev/types.js';
 import type { BlkParams } from '../virtio/blk.js';
 import type { RegionSpec } from '../virtio/memory.js';
+import type { IotlbSource } from './iotlb.js';
 
 export interface QueueSpec {
   /** unique per reactor: "<device>/<index>" */
   id: string;
   device: string;
   /** guest memory as mapped by the main thread; the reactor makes views */
-  memory: { generation: number; regions: RegionSpec[] };
+  memory: { generation: number; regions: RegionSpec[]; iotlb?: IotlbSource };
   size: number;
   /** host addresses (in this process) of the ring parts */
   descAddr: number;
@@ -24,6 +25,8 @@ export interface QueueSpec {
   kickFd: number;
   /** -1: never interrupt */
   callFd: number;
+  /** interrupt by ioctl(fd, request, &u32 arg) instead of the call eventfd (VDUSE_VQ_INJECT_IRQ) */
+  irq?: { fd: number; request: number; arg: number };
   bdev: BdevDesc;
   blk: BlkParams;
 }
@@ -32,6 +35,7 @@ export type ReactorRequest =
   | { op: 'addQueue'; queue: QueueSpec }
   | { op: 'setCall'; id: string; callFd: number }
   | { op: 'stopQueue'; id: string }
+  | { op: 'queueState'; id: string }
   | { op: 'stats' }
   | { op: 'shutdown' };
 

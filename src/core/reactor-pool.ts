@@ -16,6 +16,7 @@ export interface QueueHost {
   addQueue(q: QueueSpec): Promise<void>;
   stopQueue(id: string): Promise<QueueStopped>;
   setCall(id: string, callFd: number): Promise<void>;
+  queueState(id: string): Promise<QueueStopped>;
 }
 
 /** Chooses the reactor for a new queue. */
@@ -94,6 +95,10 @@ export class ReactorHandle extends EventEmitter<ReactorEvents> implements QueueH
 
   async setCall(id: string, callFd: number): Promise<void> {
     await this.request({ op: 'setCall', id, callFd });
+  }
+
+  queueState(id: string): Promise<QueueStopped> {
+    return this.request({ op: 'queueState', id }) as Promise<QueueStopped>;
   }
 
   stats(): Promise<ReactorStats> {

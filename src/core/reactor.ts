@@ -7,6 +7,7 @@ import { bdevModule } from '../bdev/registry.js';
 import type { Channel } from '../bdev/types.js';
 import type { NativeShim } from '../native/index.js';
 import { BlkQueue } from '../virtio/blk.js';
+import { IotlbMapper } from './iotlb.js';
 import { GuestMemory } from '../virtio/memory.js';
 import { SplitRing } from '../virtio/split-ring.js';
 import type { QueueSpec, QueueStopped, ReactorInit, ReactorReply, ReactorRequest } from './messages.js';
@@ -21,6 +22,7 @@ interface ChannelRef {
 interface MemRef {
   mem: GuestMemory;
   users: number;
+  iotlb: IotlbMapper | undefined;
 }
 
 interface QueueState {
@@ -29,6 +31,8 @@ interface QueueState {
   memKey: string;
   chanKey: string;
   callFd: number;
+  /** VDUSE: interrupt by ioctl; the u32 argument buffer is made once */
+  irqArg: Uint8Array | undefined;
   token: number;
   /** set while draining in-flight I/O before a stop reply */
   stopSeq: number;
@@ -110,11 +114,20 @@ export class Reactor {
     }
     for (let i = 0; i < qs.length; i++) {
       const q = qs[i]!;
-      if (q.blk.flush() && q.callFd >= 0) this.native.eventfdWrite(q.callFd, 1);
+      if (q.blk.flush()) this.interrupt(q);
       // A broken queue can no longer complete what is in flight; stop it as it is.
       if (q.stopSeq >= 0 && (q.blk.inflight() === 0 || q.broken)) this.finishStop(q);
     }
     return work;
+  }
+
+  private interrupt(q: QueueState): void {
+    if (q.irqArg !== undefined) {
+      const irq = q.spec.irq!;
+      this.native.ioctl(irq.fd, irq.request, q.irqArg);
+    } else if (q.callFd >= 0) {
+      this.native.eventfdWrite(q.callFd, 1);
+    }
   }
 
   private markBroken(q: QueueState, why: string): void {
@@ -184,6 +197,13 @@ export class Reactor {
         q.stopSeq = seq;
         return;
       }
+      case 'queueState': {
+        const q = this.queues.get(req.id);
+        if (!q) throw new Error(`no queue ${req.id}`);
+        const result: QueueStopped = { lastAvail: q.blk.ring.lastAvail, usedIdx: q.blk.ring.usedIdx };
+        this.source.reply({ seq, ok: true, result });
+        return;
+      }
       case 'stats': {
         let completed = this.retired.completed;
         let failed = this.retired.failed;
@@ -207,7 +227,8 @@ export class Reactor {
     const memKey = `${s.device}#${s.memory.generation}`;
     let m = this.memories.get(memKey);
     if (!m) {
-      m = { mem: new GuestMemory(s.memory.regions, (addr, len) => this.native.viewAddress(addr, len)), users: 0 };
+      const mem = new GuestMemory(s.memory.regions, (addr, len) => this.native.viewAddress(addr, len));
+      m = { mem, users: 0, iotlb: s.memory.iotlb ? new IotlbMapper(this.native, s.memory.iotlb, mem, (msg) => this.source.reply({ event: 'log', level: 'info', msg })) : undefined };
       this.memories.set(memKey, m);
     }
     const mem = m.mem;
@@ -246,6 +267,7 @@ export class Reactor {
       memKey,
       chanKey,
       callFd: s.callFd,
+      irqArg: s.irq ? new Uint8Array(new Uint32Array([s.irq.arg]).buffer) : undefined,
       token: 0,
       stopSeq: -1,
       broken: false,
@@ -295,6 +317,7 @@ export class Reactor {
     if (--m.users === 0) {
       // Detach our views before the main thread unmaps: a stale view then reads as empty.
       for (const w of m.mem.windows) n.detach(w.buffer);
+      m.iotlb?.close();
       this.memories.delete(q.memKey);
     }
   }

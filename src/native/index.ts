@@ -27,7 +27,10 @@ export interface UringSetup {
 
 export interface FdWatcher {
   start(readable: boolean, writable: boolean, cb: (status: number, readable: boolean, writable: boolean) => void): void;
+  /** No callbacks until start() again. */
   stop(): void;
+  /** Stop for good and release the handle; the fd stays open. */
+  close(): void;
 }
 
 /**
@@ -82,6 +85,13 @@ export interface NativeShim {
   uringEnter(fd: number, toSubmit: number, minComplete: number, flags: number): number;
   uringRegisterEventfd(fd: number, eventfd: number): number;
   uringRegisterFiles(fd: number, fds: Int32Array): number;
+  // ioctl, raw read/write
+  ioctl(fd: number, request: number, arg: Uint8Array | null): number;
+  read(fd: number, buf: Uint8Array): number;
+  write(fd: number, buf: Uint8Array): number;
+  // netlink
+  netlinkOpen(protocol: number): number;
+  readonly NETLINK_GENERIC: number;
 }
 
 interface ShimError {
@@ -117,7 +127,7 @@ export function loadNative(): NativeShim {
   }
   const slow = [
     'eventfd', 'mmap', 'viewAddress', 'memfdCreate', 'ftruncate', 'unixListen', 'unixConnect', 'socketPair',
-    'epollCreate', 'uringSetup',
+    'epollCreate', 'uringSetup', 'netlinkOpen',
   ] as const;
   const wrapped: Record<string, unknown> = {};
   for (const k of slow) wrapped[k] = wrapThrowing(raw[k] as (...a: never[]) => unknown);

@@ -26,6 +26,8 @@ export interface BlkExportOptions {
   queueSize: number;
   readonly: boolean;
   serial: string;
+  /** logical block size the guest sees; default the bdev's */
+  logicalBlockSize?: number;
 }
 
 /** Sectors per DISCARD / WRITE_ZEROES segment we accept; segments per request. */
@@ -34,9 +36,13 @@ const MAX_RANGE_SEGS = 16;
 
 export function blkParams(info: BdevInfo, o: BlkExportOptions): BlkParams {
   const maxSectors = Math.min(MAX_RANGE_SECTORS, Math.floor(info.maxDiscardBytes / 512));
+  const blockSize = o.logicalBlockSize ?? info.blockSize;
+  if (blockSize < info.blockSize || blockSize % info.blockSize !== 0) {
+    throw new Error(`logical-block-size=${blockSize} is smaller than, or not a multiple of, bdev ${info.name}'s block size ${info.blockSize}`);
+  }
   return {
-    sizeBytes: info.sizeBytes,
-    blockSize: info.blockSize,
+    sizeBytes: info.sizeBytes - (info.sizeBytes % blockSize),
+    blockSize,
     readonly: o.readonly || info.readonly,
     discard: info.caps.discard,
     writeZeroes: info.caps.writeZeroes,

@@ -43,8 +43,6 @@ export interface BlkParams {
 
 export class BlkRequest {
   head = 0;
-  nseg = 0;
-  readonly segs = new Float64Array(SEG_STRIDE * MAX_SEGS);
   inflight = false;
   type = 0;
   /** where the status byte goes: window index (-1: nowhere) and offset */
@@ -56,6 +54,8 @@ export class BlkRequest {
   /** DISCARD / WRITE_ZEROES: segments in the request and the next to submit */
   rangeCount = 0;
   rangeNext = 0;
+  /** the ranges, copied out of guest memory once validated (made on first use) */
+  ranges: DataView | undefined;
   readonly io = new BdevIo();
 }
 
@@ -66,6 +66,13 @@ export interface BlkQueueHooks {
 
 export class BlkQueue {
   private readonly reqs: BlkRequest[];
+  /**
+   * The chain being parsed. Only start() reads it: everything a request needs
+   * later (iov, status location, ranges) is copied into the request, so one
+   * scratch table serves the whole queue.
+   */
+  private readonly segs = new Float64Array(SEG_STRIDE * MAX_SEGS);
+  private nseg = 0;
   private readonly scratch = new Uint8Array(16);
   private readonly scratchDv = new DataView(this.scratch.buffer);
   private readonly serialBytes: Uint8Array;
@@ -130,7 +137,7 @@ export class BlkQueue {
   }
 
   private start(r: BlkRequest): void {
-    const nseg = this.ring.mapChain(r.head, r.segs, MAX_SEGS);
+    const nseg = this.ring.mapChain(r.head, this.segs, MAX_SEGS);
     r.statusWindow = -1;
     r.usedLen = 0;
     if (nseg < 0) {
@@ -138,10 +145,10 @@ export class BlkQueue {
       this.finish(r, VIRTIO_BLK_S_IOERR);
       return;
     }
-    r.nseg = nseg;
+    this.nseg = nseg;
     let readable = 0;
     let writable = 0;
-    const s = r.segs;
+    const s = this.segs;
     for (let i = 0; i < nseg; i++) {
       const o = i * SEG_STRIDE;
       if (s[o + 3] === 1) writable += s[o + 2]!;
@@ -162,7 +169,7 @@ export class BlkQueue {
       this.finish(r, VIRTIO_BLK_S_IOERR); // header missing or in a device-writable buffer
       return;
     }
-    this.copyOut(r, 0, VIRTIO_BLK_REQ_HDR_SIZE);
+    this.copyOut(0, VIRTIO_BLK_REQ_HDR_SIZE);
     const dv = this.scratchDv;
     r.type = dv.getUint32(0, true);
     const sectorLo = dv.getUint32(8, true);
@@ -183,9 +190,7 @@ export class BlkQueue {
         const off = this.sectorRange(sectorLo, sectorHi, dataBytes);
         if (off < 0) return this.finish(r, VIRTIO_BLK_S_IOERR);
         if (dataBytes === 0) return this.finish(r, VIRTIO_BLK_S_OK);
-        const niov = isWrite
-          ? this.buildIov(r, 0, VIRTIO_BLK_REQ_HDR_SIZE, readable)
-          : this.buildIov(r, 1, 0, writable - 1);
+        const niov = isWrite ? this.buildIov(r, 0, VIRTIO_BLK_REQ_HDR_SIZE, readable) : this.buildIov(r, 1, 0, writable - 1);
         if (niov < 0) return this.finish(r, VIRTIO_BLK_S_IOERR);
         io.op = isWrite ? IoOp.WRITE : IoOp.READ;
         io.offsetBytes = off;
@@ -202,7 +207,7 @@ export class BlkQueue {
       case VIRTIO_BLK_T_GET_ID: {
         const room = writable - 1;
         const n = Math.min(room, VIRTIO_BLK_ID_BYTES);
-        this.copyIn(r, this.serialBytes, n);
+        this.copyIn(this.serialBytes, n);
         r.usedLen = writable;
         return this.finish(r, VIRTIO_BLK_S_OK);
       }
@@ -238,9 +243,11 @@ export class BlkQueue {
     const count = payload / VIRTIO_BLK_DISCARD_SEG_SIZE;
     if (count > (isDiscard ? p.maxDiscardSeg : p.maxWriteZeroesSeg)) return this.finish(r, VIRTIO_BLK_S_UNSUPP);
     // Validate every range before touching any, so a bad request changes nothing.
+    r.ranges ??= new DataView(new ArrayBuffer(VIRTIO_BLK_DISCARD_SEG_SIZE * Math.max(p.maxDiscardSeg, p.maxWriteZeroesSeg)));
     for (let i = 0; i < count; i++) {
       const st = this.checkRange(r, i);
       if (st !== VIRTIO_BLK_S_OK) return this.finish(r, st);
+      for (let k = 0; k < VIRTIO_BLK_DISCARD_SEG_SIZE; k++) r.ranges.setUint8(i * VIRTIO_BLK_DISCARD_SEG_SIZE + k, this.scratch[k]!);
     }
     r.rangeCount = count;
     r.rangeNext = 0;
@@ -249,7 +256,7 @@ export class BlkQueue {
 
   /** Reads range i into scratch and checks it; returns a virtio status. */
   private checkRange(r: BlkRequest, i: number): number {
-    this.copyOut(r, VIRTIO_BLK_REQ_HDR_SIZE + i * VIRTIO_BLK_DISCARD_SEG_SIZE, VIRTIO_BLK_DISCARD_SEG_SIZE);
+    this.copyOut(VIRTIO_BLK_REQ_HDR_SIZE + i * VIRTIO_BLK_DISCARD_SEG_SIZE, VIRTIO_BLK_DISCARD_SEG_SIZE);
     const dv = this.scratchDv;
     const sectors = dv.getUint32(8, true);
     const flags = dv.getUint32(12, true);
@@ -265,13 +272,13 @@ export class BlkQueue {
   }
 
   private submitNextRange(r: BlkRequest): void {
-    this.copyOut(r, VIRTIO_BLK_REQ_HDR_SIZE + r.rangeNext * VIRTIO_BLK_DISCARD_SEG_SIZE, VIRTIO_BLK_DISCARD_SEG_SIZE);
-    const dv = this.scratchDv;
+    const dv = r.ranges!;
+    const at = r.rangeNext * VIRTIO_BLK_DISCARD_SEG_SIZE;
     const io = r.io;
     io.op = r.type === VIRTIO_BLK_T_DISCARD ? IoOp.DISCARD : IoOp.WRITE_ZEROES;
-    io.offsetBytes = (dv.getUint32(4, true) * 0x1_0000_0000 + dv.getUint32(0, true)) * VIRTIO_BLK_SECTOR_SIZE;
-    io.lenBytes = dv.getUint32(8, true) * VIRTIO_BLK_SECTOR_SIZE;
-    io.unmap = (dv.getUint32(12, true) & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0;
+    io.offsetBytes = (dv.getUint32(at + 4, true) * 0x1_0000_0000 + dv.getUint32(at, true)) * VIRTIO_BLK_SECTOR_SIZE;
+    io.lenBytes = dv.getUint32(at + 8, true) * VIRTIO_BLK_SECTOR_SIZE;
+    io.unmap = (dv.getUint32(at + 12, true) & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0;
     io.niov = 0;
     r.rangeNext++;
     if (io.lenBytes === 0) {
@@ -309,12 +316,12 @@ export class BlkQueue {
     this.ring.pushUsed(r.head, r.usedLen);
   }
 
-  /** Copy `len` (≤ 16) readable bytes starting at readable offset `from` into scratch. */
-  private copyOut(r: BlkRequest, from: number, len: number): void {
-    const s = r.segs;
+  /** Copy `len` (≤ 16) readable bytes of the chain being parsed, from readable offset `from`, into scratch. */
+  private copyOut(from: number, len: number): void {
+    const s = this.segs;
     let pos = 0;
     let got = 0;
-    for (let i = 0; i < r.nseg && got < len; i++) {
+    for (let i = 0; i < this.nseg && got < len; i++) {
       const o = i * SEG_STRIDE;
       if (s[o + 3] === 1) break;
       const segLen = s[o + 2]!;
@@ -327,11 +334,11 @@ export class BlkQueue {
     }
   }
 
-  /** Copy `len` bytes of `src` to the start of the writable part. */
-  private copyIn(r: BlkRequest, src: Uint8Array, len: number): void {
-    const s = r.segs;
+  /** Copy `len` bytes of `src` to the start of the writable part of the chain being parsed. */
+  private copyIn(src: Uint8Array, len: number): void {
+    const s = this.segs;
     let put = 0;
-    for (let i = 0; i < r.nseg && put < len; i++) {
+    for (let i = 0; i < this.nseg && put < len; i++) {
       const o = i * SEG_STRIDE;
       if (s[o + 3] !== 1) continue;
       const u8 = this.mem.windows[s[o]!]!.u8;
@@ -346,11 +353,11 @@ export class BlkQueue {
    * (writable=0) or writable (1) part. Returns the iov count or -1 if too many.
    */
   private buildIov(r: BlkRequest, writable: number, from: number, to: number): number {
-    const s = r.segs;
+    const s = this.segs;
     const iov = r.io.iov;
     let pos = 0;
     let n = 0;
-    for (let i = 0; i < r.nseg && pos < to; i++) {
+    for (let i = 0; i < this.nseg && pos < to; i++) {
       const o = i * SEG_STRIDE;
       if (s[o + 3] !== writable) continue;
       const segLen = s[o + 2]!;

@@ -15,6 +15,8 @@ export interface RegionSpec {
   /** host virtual address in this process */
   hostAddr: number;
   lenBytes: number;
+  /** mapped without write permission (VDUSE IOTLB read-only maps): never a device-writable buffer */
+  readonly?: boolean;
 }
 
 export interface MemWindow {
@@ -22,6 +24,7 @@ export interface MemWindow {
   readonly uva: number;
   readonly hostAddr: number;
   readonly lenBytes: number;
+  readonly readonly: boolean;
   readonly u8: Uint8Array;
   readonly dv: DataView;
   readonly buffer: ArrayBuffer;
@@ -33,32 +36,51 @@ export const SEG_STRIDE = 4;
 export class GuestMemory {
   readonly windows: MemWindow[] = [];
   private lastHit = 0;
+  /**
+   * Called when an address is not mapped; it may add the region holding it
+   * (addRegion) and return true to have the lookup retried once. VDUSE uses it:
+   * the kernel creates IOTLB maps (the bounce buffer) after the driver is ready.
+   */
+  onMiss: ((gpa: number) => boolean) | undefined;
 
   /**
    * @param regions validated, non-overlapping regions
    * @param view returns an ArrayBuffer spanning [hostAddr, hostAddr+len)
    */
-  constructor(regions: readonly RegionSpec[], view: (hostAddr: number, lenBytes: number) => ArrayBuffer) {
+  constructor(
+    regions: readonly RegionSpec[],
+    private readonly view: (hostAddr: number, lenBytes: number) => ArrayBuffer,
+  ) {
     const sorted = [...regions].sort((a, b) => a.gpa - b.gpa);
-    for (const r of sorted) {
-      for (let off = 0; off < r.lenBytes; off += WINDOW_BYTES) {
-        const len = Math.min(WINDOW_BYTES, r.lenBytes - off);
-        const buffer = view(r.hostAddr + off, len);
-        this.windows.push({
-          gpa: r.gpa + off,
-          uva: r.uva < 0 ? -1 : r.uva + off,
-          hostAddr: r.hostAddr + off,
-          lenBytes: len,
-          u8: new Uint8Array(buffer),
-          dv: new DataView(buffer),
-          buffer,
-        });
-      }
+    for (const r of sorted) this.addRegion(r);
+  }
+
+  /** Add a region (not overlapping any present); existing window indices stay valid. */
+  addRegion(r: RegionSpec): void {
+    for (let off = 0; off < r.lenBytes; off += WINDOW_BYTES) {
+      const len = Math.min(WINDOW_BYTES, r.lenBytes - off);
+      const buffer = this.view(r.hostAddr + off, len);
+      this.windows.push({
+        gpa: r.gpa + off,
+        uva: r.uva < 0 ? -1 : r.uva + off,
+        hostAddr: r.hostAddr + off,
+        lenBytes: len,
+        readonly: r.readonly === true,
+        u8: new Uint8Array(buffer),
+        dv: new DataView(buffer),
+        buffer,
+      });
     }
   }
 
   /** Index of the window holding guest address `gpa`, or -1. */
   findGpa(gpa: number): number {
+    const i = this.lookup(gpa);
+    if (i >= 0 || this.onMiss === undefined || !this.onMiss(gpa)) return i;
+    return this.lookup(gpa);
+  }
+
+  private lookup(gpa: number): number {
     const ws = this.windows;
     const h = ws[this.lastHit];
     if (h !== undefined && gpa >= h.gpa && gpa < h.gpa + h.lenBytes) return this.lastHit;
@@ -85,6 +107,8 @@ export class GuestMemory {
       if (wi < 0) return -E.EFAULT;
       if (n >= maxSegs) return -E.E2BIG;
       const w = this.windows[wi]!;
+      // Writing into a read-only mapping would fault the whole process.
+      if (writable && w.readonly) return -E.EFAULT;
       const off = gpa - w.gpa;
       const take = Math.min(len, w.lenBytes - off);
       const o = n * SEG_STRIDE;

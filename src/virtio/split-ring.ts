@@ -49,6 +49,7 @@ export function checkSplitLayout(mem: GuestMemory, l: SplitRingLayout): string |
     const w = mem.windows[at.window];
     if (!w || at.offset < 0 || at.offset + len > w.lenBytes) return `${name} is outside guest memory`;
     if ((w.hostAddr + at.offset) % align !== 0) return `${name} is not ${align}-byte aligned`;
+    if (name === 'used ring' && w.readonly) return 'used ring is in read-only memory';
   }
   return undefined;
 }

@@ -21,7 +21,7 @@ export interface VhostUserExporter {
 }
 
 /** VDUSE exporters run inside the guest: the name of a file in test/e2e/guest/exporters/. */
-export type VduseExporter = 'qsd-vduse';
+export type VduseExporter = 'qsd-vduse' | 'vdx-vduse';
 
 export class QsdVhostUser implements VhostUserExporter {
   readonly name = 'qemu-storage-daemon';

@@ -6,7 +6,7 @@
 // killTracked(), which the e2e files call in afterEach: no test leaves one behind.
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -204,6 +204,14 @@ export async function runGuest(o: GuestOptions): Promise<GuestResult> {
     if (parsed.status === 125) throw new Error(`guest ${o.name}: guest init failed; console tail:\n${tail()}`);
     return { status: parsed.status, output: parsed.output, durationMs, consoleLog };
   } finally {
+    // Keep what the guest left in the run share (daemon logs) next to the console log.
+    try {
+      for (const f of readdirSync(runDir)) {
+        if (f.endsWith('.log')) copyFileSync(join(runDir, f), join(LOG_DIR, `${o.name}.${f}`));
+      }
+    } catch {
+      // nothing to keep
+    }
     rmSync(runDir, { recursive: true, force: true });
   }
 }

@@ -10,9 +10,16 @@ describe('spec parsing', () => {
     expect(parseSpec('--bdev', 'file:name=f,path=/a,,b')).toEqual({ type: 'file', keys: { name: 'f', path: '/a,b' } });
   });
 
+  test('a full vduse export, with the issue\'s keys', () => {
+    expect(exportFromSpec('vduse:bdev=m0,name=vduse0,num-queues=2,queue-size=256,logical-block-size=512,serial=disk0,readonly=off,bus=vhost')).toEqual({
+      type: 'vduse', name: 'vduse0', bdev: 'm0', numQueues: 2, queueSize: 256, logicalBlockSize: 512, serial: 'disk0', readonly: false, bus: 'vhost',
+    });
+    expect(exportFromSpec('vduse:bdev=m0')).toMatchObject({ name: 'm0', queueSize: 1024, bus: 'virtio' });
+  });
+
   test('a full vhost-user export', () => {
     expect(exportFromSpec('vhost-user:bdev=m0,socket=/run/vdx/m0.sock,num-queues=2,serial=disk0,readonly=off')).toEqual({
-      type: 'vhost-user', name: 'm0', bdev: 'm0', socket: '/run/vdx/m0.sock', numQueues: 2, queueSize: 128, serial: 'disk0', readonly: false, mode: 0o600,
+      type: 'vhost-user', name: 'm0', bdev: 'm0', socket: '/run/vdx/m0.sock', numQueues: 2, queueSize: 128, serial: 'disk0', readonly: false, mode: 0o600, logicalBlockSize: undefined,
     });
   });
 
@@ -28,6 +35,10 @@ describe('spec parsing', () => {
     ['bad readonly', () => exportFromSpec('vhost-user:bdev=m,socket=/s,readonly=maybe'), /readonly=maybe: must be on or off/],
     ['bad mode', () => exportFromSpec('vhost-user:bdev=m,socket=/s,mode=999'), /mode=999 must be an octal/],
     ['unknown export type', () => exportFromSpec('nbd:bdev=m'), /unknown export type 'nbd'/],
+    ['vduse: bad bus', () => exportFromSpec('vduse:bdev=m,bus=pci'), /bus=pci must be virtio, vhost or none/],
+    ['vduse: queue size not a power of two', () => exportFromSpec('vduse:bdev=m,queue-size=1000'), /queue-size=1000 must be a power of two/],
+    ['vduse: bad name', () => exportFromSpec('vduse:bdev=m,name=a/b'), /name=a\/b must be/],
+    ['bad logical block size', () => exportFromSpec('vduse:bdev=m,logical-block-size=1024'), /logical-block-size=1024 must be 512 or 4096/],
   ];
   for (const [name, f, msg] of bad) test(`error: ${name}`, () => expect(f).toThrow(msg));
 

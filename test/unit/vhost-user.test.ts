@@ -92,6 +92,9 @@ class FakeHost implements QueueHost {
   async setCall(id: string, fd: number): Promise<void> {
     this.calls.push([id, fd]);
   }
+  async queueState(): Promise<QueueStopped> {
+    return { lastAvail: 42, usedIdx: 42 };
+  }
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -47,6 +47,10 @@ export class VhostUserExport {
     for (const r of pool.reactors) r.on('broken', (id, why) => this.brokenHandlers.get(id)?.(why));
   }
 
+  get bdevName(): string {
+    return this.ctx.bdev.info.name;
+  }
+
   start(): void {
     const path = this.opts.socket;
     mkdirSync(dirname(path), { recursive: true });
@@ -89,7 +93,7 @@ export class VhostUserExport {
   }
 
   async stop(): Promise<void> {
-    this.watcher?.stop();
+    this.watcher?.close();
     this.watcher = undefined;
     if (this.listenFd >= 0) {
       this.native.close(this.listenFd);

@@ -616,7 +616,7 @@ export class VhostUserSession {
     if (this.closed) return;
     this.closed = true;
     this.log[level](`session ended: ${why}`);
-    this.watcher.stop();
+    this.watcher.close();
     this.closeFds(this.pendingFds);
     this.pendingFds = [];
     // Finish what is queued (it sees `closed` and only releases fds), then release the device.

@@ -1,0 +1,93 @@
+// A VDUSE export: the device plus its place on the vDPA bus. Bus operations run
+// on the vdpa ops worker so this thread can answer the kernel meanwhile.
+import type { Logger } from 'pino';
+import type { ReactorPool } from '../../core/reactor-pool.js';
+import type { BdevDesc } from '../../bdev/types.js';
+import type { NativeShim } from '../../native/index.js';
+import { type BlkExportOptions, blkParams } from '../../virtio/blk-config.js';
+import type { VdpaBus } from '../../vdpa/bus.js';
+import type { VdpaOps, VdpaState } from '../../vdpa/ops.js';
+import { VduseDevice } from './device.js';
+
+export interface VduseExportOptions extends BlkExportOptions {
+  name: string;
+  bus: VdpaBus | 'none';
+}
+
+export interface VduseExportInfo extends VdpaState {
+  type: 'vduse';
+  bdev: string;
+}
+
+export class VduseExport {
+  readonly device: VduseDevice;
+  private readonly log: Logger;
+  private readonly brokenHandlers = new Map<string, (why: string) => void>();
+  private switching: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    native: NativeShim,
+    pool: ReactorPool,
+    private readonly bdev: BdevDesc,
+    readonly opts: VduseExportOptions,
+    log: Logger,
+    private readonly ops: VdpaOps,
+  ) {
+    this.log = log.child({ component: 'vduse', export: opts.name });
+    for (const r of pool.reactors) r.on('broken', (id, why) => this.brokenHandlers.get(id)?.(why));
+    this.device = new VduseDevice({
+      native,
+      pool,
+      log: this.log,
+      bdev,
+      blk: blkParams(bdev.info, opts),
+      opts: { ...opts, vduseName: opts.name },
+      onBroken: (id, h) => {
+        this.brokenHandlers.set(id, h);
+        return () => this.brokenHandlers.delete(id);
+      },
+    });
+  }
+
+  get name(): string {
+    return this.opts.name;
+  }
+
+  async start(): Promise<void> {
+    this.device.create();
+    if (this.opts.bus === 'none') return;
+    try {
+      await this.ops.devNew(this.name);
+      const node = await this.ops.bind(this.name, this.opts.bus);
+      this.log.info({ bus: this.opts.bus, node }, `${this.name} is ${node}`);
+    } catch (e) {
+      await this.stop().catch(() => {});
+      throw new Error(`vduse export ${this.name}: ${(e as Error).message}`);
+    }
+  }
+
+  /** Move the device to the other bus at run time; its data stays where it is. */
+  switchBus(bus: VdpaBus): Promise<string> {
+    const next = this.switching.then(async () => {
+      const st = await this.ops.state(this.name);
+      if (!st.onBus) throw new Error(`${this.name} is not on the vDPA bus (bus=none): add it with 'vdpa dev add name ${this.name} mgmtdev vduse' first`);
+      const node = await this.ops.bind(this.name, bus);
+      this.log.info({ bus, node }, `${this.name} moved to ${bus}: ${node}`);
+      return node;
+    });
+    this.switching = next.catch(() => {});
+    return next;
+  }
+
+  async info(): Promise<VduseExportInfo> {
+    return { type: 'vduse', bdev: this.bdev.info.name, ...(await this.ops.state(this.name)) };
+  }
+
+  async stop(): Promise<void> {
+    await this.switching;
+    // Whoever put it on the bus (we, or iproute2 with bus=none), it must leave before it can be destroyed.
+    const st = await this.ops.state(this.name).catch(() => undefined);
+    if (st?.onBus) await this.ops.devDel(this.name).catch((e: Error) => this.log.error(`vdpa dev del ${this.name}: ${e.message}`));
+    if (await this.device.destroy()) this.log.info(`VDUSE device ${this.name} destroyed`);
+  }
+}
