@@ -140,7 +140,7 @@ export function decodeError(m: NlMsg): { errno: number; message?: string; offset
   const d = new DataView(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength);
   if (m.payload.length < 4) return { errno: 5 };
   const err = d.getInt32(0, true);
-  const r: { errno: number; message?: string; offset?: number } = { errno: -err };
+  const r: { errno: number; message?: string; offset?: number } = { errno: err === 0 ? 0 : -err };
   if (m.flags & NLM_F_ACK_TLVS && m.payload.length >= 4 + NLMSG_HDRLEN) {
     // The echoed request follows: only its header when capped, else all of it.
     const echoed = m.flags & NLM_F_CAPPED ? NLMSG_HDRLEN : d.getUint32(4, true);

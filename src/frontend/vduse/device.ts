@@ -110,6 +110,11 @@ export class VduseDevice {
     return this.ctx.opts.vduseName;
   }
 
+  /** This process created /dev/vduse/NAME (and so owns its place on the bus). */
+  get created(): boolean {
+    return this.dev >= 0;
+  }
+
   /** Create /dev/vduse/NAME, set up every queue and start answering the kernel. */
   create(): void {
     const n = this.ctx.native;

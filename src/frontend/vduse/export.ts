@@ -85,6 +85,8 @@ export class VduseExport {
 
   async stop(): Promise<void> {
     await this.switching;
+    // A device we failed to create is someone else's: leave the bus alone.
+    if (!this.device.created) return;
     // Whoever put it on the bus (we, or iproute2 with bus=none), it must leave before it can be destroyed.
     const st = await this.ops.state(this.name).catch(() => undefined);
     if (st?.onBus) await this.ops.devDel(this.name).catch((e: Error) => this.log.error(`vdpa dev del ${this.name}: ${e.message}`));

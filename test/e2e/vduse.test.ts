@@ -1,0 +1,44 @@
+// vdx's VDUSE frontend on the real 6.12 kernel, with real clients: the guest
+// kernel's virtio_blk (virtio_vdpa) and libblkio (vhost_vdpa).
+import { afterEach, describe, expect, test } from 'vitest';
+import { vduseCheck } from './checks.js';
+import { join } from 'node:path';
+import { REPO, expectGuestOk, killTracked, recordTiming, run, runGuest } from './vm.js';
+
+afterEach(() => killTracked());
+
+describe('vdx over VDUSE', () => {
+  test('the bench VDUSE check with vdx in place of qemu-storage-daemon', async () => {
+    const r = await vduseCheck('vdx-vduse', 2);
+    expect(r.output).toContain('libblkio read the same bytes');
+    expect(r.output).toContain('VDUSE-CHECK-OK');
+  });
+
+  test('malloc and file bdevs on virtio_vdpa; three run-time round trips through vhost_vdpa with libblkio', async () => {
+    const r = await runGuest({ name: 'vdx-vduse', script: 'exec bash "$VDX_SRC/test/e2e/guest/checks/vdx-vduse.sh"', timeoutMs: 300_000 });
+    recordTiming('vdx-vduse', r.durationMs);
+    expectGuestOk(r);
+    expect(r.output).toContain('FIO-VERIFY-OK');
+    expect(r.output).toMatch(/round 3: guest sees pattern 36/);
+    expect(r.output).toContain('VDX-VDUSE-OK');
+  });
+});
+
+describe('vdx over VDUSE: bad requests', () => {
+  test('duplicate names, missing devices, switching an open device: clear errors, vdx keeps serving', async () => {
+    const r = await runGuest({ name: 'vdx-vduse-negative', script: 'exec bash "$VDX_SRC/test/e2e/guest/checks/vdx-vduse-negative.sh"' });
+    recordTiming('vdx-vduse-negative', r.durationMs);
+    expectGuestOk(r);
+    expect(r.output).toContain('VDX-VDUSE-NEGATIVE-OK');
+  });
+
+  test('without the vduse module (this host): a one-line error that says what to load', async () => {
+    const r = await run(process.execPath, [join(REPO, 'dist/cli/main.js'), 'serve', '--bdev', 'null:name=n,size=1G', '--export', 'vduse:bdev=n', '--rpc-socket', 'none', '--log-format', 'json']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('/dev/vduse/control is missing: load the vduse and vdpa modules');
+    expect(r.stderr).toContain('needs Linux >= 5.15, driver_override >= 5.17');
+    const m = await run(process.execPath, [join(REPO, 'dist/cli/main.js'), 'vdpa', 'mgmtdev']);
+    expect(m.code).toBe(1);
+    expect(m.stderr).toContain('no vdpa generic netlink family: load the vduse and vdpa modules');
+  });
+});
