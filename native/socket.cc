@@ -101,6 +101,23 @@ static Napi::Value SetNonblocking(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), fcntl(fd, F_SETFL, fl) < 0 ? -errno : 0);
 }
 
+// (fd, Uint8Array, offset, length, <fds>) -> fd and the iovec over [offset, offset+length).
+static bool ArgMsg(const Napi::CallbackInfo& info, const char* usage, bool fdsOk, int32_t* fd, iovec* iov) {
+  uint32_t off, len;
+  if (info.Length() < 5 || !ArgInt32(info, 0, fd) || !info[1].IsTypedArray() || !ArgUint32(info, 2, &off) ||
+      !ArgUint32(info, 3, &len) || !fdsOk) {
+    if (!info.Env().IsExceptionPending()) Napi::TypeError::New(info.Env(), usage).ThrowAsJavaScriptException();
+    return false;
+  }
+  Napi::Uint8Array buf = info[1].As<Napi::Uint8Array>();
+  if (static_cast<size_t>(off) + len > buf.ByteLength()) {
+    Napi::RangeError::New(info.Env(), std::string(usage) + ": range outside the buffer").ThrowAsJavaScriptException();
+    return false;
+  }
+  *iov = iovec{buf.Data() + off, len};
+  return true;
+}
+
 // recvMsg(fd, u8, offset, length, fdsOut: Int32Array) -> bytes | -errno.
 // Received fds are stored in fdsOut[1..], their count in fdsOut[0]; fds beyond
 // fdsOut's room are closed, and fdsOut[0] counts them too so the caller can
@@ -108,20 +125,14 @@ static Napi::Value SetNonblocking(const Napi::CallbackInfo& info) {
 // after closing what did arrive.
 static Napi::Value RecvMsg(const Napi::CallbackInfo& info) {
   int32_t fd;
-  uint32_t off, len;
-  if (!ArgInt32(info, 0, &fd) || !info[1].IsTypedArray() || !ArgUint32(info, 2, &off) || !ArgUint32(info, 3, &len) ||
-      !info[4].IsTypedArray()) {
-    if (!info.Env().IsExceptionPending())
-      Napi::TypeError::New(info.Env(), "recvMsg(fd, Uint8Array, offset, length, Int32Array)").ThrowAsJavaScriptException();
+  iovec iov;
+  if (!ArgMsg(info, "recvMsg(fd, Uint8Array, offset, length, Int32Array)", info[4].IsTypedArray(), &fd, &iov))
     return info.Env().Undefined();
-  }
-  Napi::Uint8Array buf = info[1].As<Napi::Uint8Array>();
   Napi::Int32Array fdsOut = info[4].As<Napi::Int32Array>();
-  if (static_cast<size_t>(off) + len > buf.ByteLength() || fdsOut.ElementLength() < 1) {
-    Napi::RangeError::New(info.Env(), "recvMsg: range outside the buffer").ThrowAsJavaScriptException();
+  if (fdsOut.ElementLength() < 1) {
+    Napi::RangeError::New(info.Env(), "recvMsg: fdsOut needs room for the count").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  iovec iov{buf.Data() + off, len};
   alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * kMaxFds)];
   msghdr m{};
   m.msg_iov = &iov;
@@ -152,20 +163,14 @@ static Napi::Value RecvMsg(const Napi::CallbackInfo& info) {
 // sendMsg(fd, u8, offset, length, fds: number[]) -> bytes | -errno
 static Napi::Value SendMsg(const Napi::CallbackInfo& info) {
   int32_t fd;
-  uint32_t off, len;
-  if (!ArgInt32(info, 0, &fd) || !info[1].IsTypedArray() || !ArgUint32(info, 2, &off) || !ArgUint32(info, 3, &len) ||
-      !info[4].IsArray()) {
-    if (!info.Env().IsExceptionPending())
-      Napi::TypeError::New(info.Env(), "sendMsg(fd, Uint8Array, offset, length, number[])").ThrowAsJavaScriptException();
+  iovec iov;
+  if (!ArgMsg(info, "sendMsg(fd, Uint8Array, offset, length, number[])", info[4].IsArray(), &fd, &iov))
     return info.Env().Undefined();
-  }
-  Napi::Uint8Array buf = info[1].As<Napi::Uint8Array>();
   Napi::Array fds = info[4].As<Napi::Array>();
-  if (static_cast<size_t>(off) + len > buf.ByteLength() || fds.Length() > kMaxFds) {
-    Napi::RangeError::New(info.Env(), "sendMsg: range outside the buffer or too many fds").ThrowAsJavaScriptException();
+  if (fds.Length() > kMaxFds) {
+    Napi::RangeError::New(info.Env(), "sendMsg: too many fds").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  iovec iov{buf.Data() + off, len};
   alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * kMaxFds)];
   msghdr m{};
   m.msg_iov = &iov;

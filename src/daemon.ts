@@ -84,7 +84,25 @@ export class Daemon {
         return { node: await vduse(p.name).switchBus(p.bus) };
       },
       stats: async () => this.stats(),
+      bdev_resize: async (p: Record<string, unknown>) => this.resize(String(p.name), p.size === undefined ? undefined : String(p.size)),
     };
+  }
+
+  /**
+   * Grow or shrink a file bdev (to `size`, or to the file's current size when the
+   * file was resized outside vdx) and tell the drivers: VDUSE devices get a
+   * config-change interrupt; vhost-user front-ends see it on their next GET_CONFIG
+   * (notifying them needs the back-end request channel, which vdx does not offer).
+   */
+  async resize(name: string, size: string | undefined): Promise<{ sizeBytes: number }> {
+    const d = this.bdevs.get(name);
+    if (!d) throw new Error(`no bdev '${name}'; bdevs: ${[...this.bdevs.keys()].join(', ')}`);
+    const sizeBytes = bdevModule(d.info.type).resize?.(d, size);
+    if (sizeBytes === undefined) throw new Error(`bdev '${name}' (${d.info.type}) cannot be resized; file bdevs can`);
+    await Promise.all(this.pool!.reactors.map((r) => r.setSize(name, sizeBytes)));
+    for (const e of this.vduse) if (e.bdevName === name) e.device.setCapacity(d.info.sizeBytes - (d.info.sizeBytes % 512));
+    this.log.info({ component: 'bdev', name, sizeBytes }, 'bdev resized');
+    return { sizeBytes };
   }
 
   async stop(): Promise<void> {

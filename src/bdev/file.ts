@@ -1,7 +1,7 @@
 // file bdev: a regular file or block device through io_uring, one ring and one
 // fd per reactor. FLUSH = fdatasync; DISCARD = punch hole; WRITE_ZEROES = zero
 // range (punch hole when the driver allows unmapping).
-import { closeSync, constants as FS, accessSync, fstatSync, openSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, constants as FS, accessSync, fstatSync, openSync, readFileSync, statSync, truncateSync } from 'node:fs';
 import { loadNative, type Mapping, type NativeShim } from '../native/index.js';
 import {
   FALLOC_FL_KEEP_SIZE,
@@ -16,7 +16,7 @@ import {
   Uring,
 } from '../uring/uring.js';
 import { IoFifo } from './deferred.js';
-import { checkKeys, parseBlockSize, parseBool } from './spec.js';
+import { checkKeys, parseBlockSize, parseBool, parseSize } from './spec.js';
 import { type BdevDesc, type BdevIo, type BdevModule, type Channel, IoOp, MAX_IOV } from './types.js';
 
 const SLOTS = 512;
@@ -201,6 +201,17 @@ export const fileBdev: BdevModule = {
   open(desc): Channel {
     const p = desc.params;
     return new FileChannel(p.path as string, p.direct as boolean, p.readonly as boolean);
+  },
+  resize(desc, size): number {
+    const path = desc.params.path as string;
+    if (size !== undefined) {
+      if (desc.params.isBlock) throw new Error(`file: ${path} is a block device; resize the device itself, then resize without a size`);
+      if (desc.info.readonly) throw new Error(`file: ${path} is read-only`);
+      truncateSync(path, parseSize('size', size, desc.info.blockSize));
+    }
+    const bytes = deviceSize(path);
+    desc.info.sizeBytes = bytes - (bytes % desc.info.blockSize);
+    return desc.info.sizeBytes;
   },
   destroy(): void {},
 };

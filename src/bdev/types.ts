@@ -82,6 +82,11 @@ export interface BdevModule {
   create(spec: Record<string, string>): BdevDesc;
   /** Reactor thread: open this reactor's channel. */
   open(desc: BdevDesc): Channel;
+  /**
+   * Main thread, optional: change the capacity (to `size`, or re-read it) and
+   * update desc.info; returns the new size in bytes.
+   */
+  resize?(desc: BdevDesc, size: string | undefined): number;
   /** Main thread: release what create() made. */
   destroy(desc: BdevDesc): void;
 }

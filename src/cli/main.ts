@@ -208,4 +208,19 @@ vdpa
     }
   });
 
+program
+  .command('resize')
+  .description('change a running file bdev\'s capacity and tell the drivers (VDUSE: config interrupt; vhost-user: next GET_CONFIG)')
+  .argument('<bdev>', 'bdev name')
+  .argument('[size]', 'new size, e.g. 2G; omit after resizing the file or device yourself')
+  .option('--rpc-socket <path>', `daemon control socket (default ${DEFAULT_RPC_SOCKET})`)
+  .action(async (name: string, size: string | undefined, o: { rpcSocket?: string }) => {
+    try {
+      const r = (await rpcCall(o.rpcSocket ?? DEFAULT_RPC_SOCKET, 'bdev_resize', size === undefined ? { name } : { name, size })) as { sizeBytes: number };
+      process.stdout.write(`${name}: ${r.sizeBytes} bytes\n`);
+    } catch (e) {
+      program.error(`vdx resize: ${(e as Error).message}`, { exitCode: 1 });
+    }
+  });
+
 await program.parseAsync(process.argv);

@@ -36,6 +36,7 @@ export type ReactorRequest =
   | { op: 'setCall'; id: string; callFd: number }
   | { op: 'stopQueue'; id: string }
   | { op: 'queueState'; id: string }
+  | { op: 'setSize'; bdev: string; sizeBytes: number }
   | { op: 'stats' }
   | { op: 'shutdown' };
 

@@ -101,6 +101,10 @@ export class ReactorHandle extends EventEmitter<ReactorEvents> implements QueueH
     return this.request({ op: 'queueState', id }) as Promise<QueueStopped>;
   }
 
+  async setSize(bdev: string, sizeBytes: number): Promise<void> {
+    await this.request({ op: 'setSize', bdev, sizeBytes });
+  }
+
   stats(): Promise<ReactorStats> {
     return this.request({ op: 'stats' }) as Promise<ReactorStats>;
   }

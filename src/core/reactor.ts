@@ -204,6 +204,11 @@ export class Reactor {
         this.source.reply({ seq, ok: true, result });
         return;
       }
+      case 'setSize': {
+        for (const q of this.queues.values()) if (q.spec.bdev.info.name === req.bdev) q.blk.setSize(req.sizeBytes);
+        this.source.reply({ seq, ok: true });
+        return;
+      }
       case 'stats': {
         let completed = this.retired.completed;
         let failed = this.retired.failed;

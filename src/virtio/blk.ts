@@ -86,7 +86,7 @@ export class BlkQueue {
     readonly ring: SplitRing,
     private readonly mem: GuestMemory,
     private readonly channel: Channel,
-    private readonly p: BlkParams,
+    private p: BlkParams,
     private readonly hooks: BlkQueueHooks,
   ) {
     this.reqs = [];
@@ -104,6 +104,11 @@ export class BlkQueue {
 
   inflight(): number {
     return this.inflightCount;
+  }
+
+  /** The bdev was resized: later requests are checked against the new capacity. */
+  setSize(sizeBytes: number): void {
+    this.p = { ...this.p, sizeBytes: sizeBytes - (sizeBytes % this.p.blockSize) };
   }
 
   /** Pop and dispatch what the driver made available. Returns how many heads were taken (0 = idle). */

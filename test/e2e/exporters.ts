@@ -70,7 +70,7 @@ export class VdxVhostUser implements VhostUserExporter {
   async start(s: VhostUserExportSpec): Promise<void> {
     const bdev = `${(this.o.bdev ?? ((img: string) => `file:path=${img}`))(s.image)},name=d0`;
     const exp = `vhost-user:bdev=d0,socket=${s.socket},num-queues=${s.queues}${this.o.exportKeys ? `,${this.o.exportKeys}` : ''}`;
-    const args = [join(REPO, 'dist/cli/main.js'), 'serve', '--bdev', bdev, '--export', exp, '--log-format', 'json'];
+    const args = [join(REPO, 'dist/cli/main.js'), 'serve', '--bdev', bdev, '--export', exp, '--log-format', 'json', '--rpc-socket', 'none'];
     if (this.o.reactors) args.push('--reactors', String(this.o.reactors));
     this.child = spawnTracked(process.execPath, args);
     this.logPath = join(LOG_DIR, `${this.name}.log`);

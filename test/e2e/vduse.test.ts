@@ -42,3 +42,12 @@ describe('vdx over VDUSE: bad requests', () => {
     expect(m.stderr).toContain('no vdpa generic netlink family: load the vduse and vdpa modules');
   });
 });
+
+describe('vdx over VDUSE: a VM on vhost_vdpa', () => {
+  test('a nested QEMU with vhost-vdpa-device-pci (default 1024-entry rings) boots and reads the data', async () => {
+    const r = await runGuest({ name: 'vdx-vduse-vm', script: 'exec bash "$VDX_SRC/test/e2e/guest/checks/vdx-vduse-vm.sh"', memMiB: 3072, timeoutMs: 600_000 });
+    recordTiming('vdx-vduse-vm', r.durationMs);
+    expectGuestOk(r);
+    expect(r.output).toContain('VDX-VDUSE-VM-OK');
+  }, 660_000);
+});

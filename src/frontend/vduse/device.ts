@@ -177,8 +177,12 @@ export class VduseDevice {
         this.log.error(`short VDUSE message (${r} bytes)`);
         continue;
       }
-      // Strictly one at a time: a status change may wait for reactors.
-      this.chain = this.chain.then(() => this.handle(req)).catch((e: Error) => this.log.error(`VDUSE message failed: ${e.message}`));
+      // Strictly one at a time: a status change may wait for reactors. Every
+      // request gets an answer, or the kernel would wait msg_timeout and break the device.
+      this.chain = this.chain.then(() => this.handle(req)).catch((e: Error) => {
+        this.log.error(`VDUSE request ${req.type} failed: ${e.message}`);
+        if (!this.closed) this.respond(req.id, VDUSE_REQ_RESULT_FAILED);
+      });
     }
   }
 

@@ -79,6 +79,10 @@ export class VduseExport {
     return next;
   }
 
+  get bdevName(): string {
+    return this.bdev.info.name;
+  }
+
   async info(): Promise<VduseExportInfo> {
     return { type: 'vduse', bdev: this.bdev.info.name, ...(await this.ops.state(this.name)) };
   }

@@ -56,6 +56,15 @@ for round in 1 2 3; do
   cmp <(dd if=$dev bs=64k skip=16 count=1 iflag=direct status=none) /tmp/pat.bin || fail "guest does not see libblkio's pattern $next"
   step "round $round: guest sees pattern $next"
 done
+step "resize f0 to 96 MiB: the guest sees the new capacity"
+$VDX resize f0 96M --rpc-socket $RPC
+FDEV=$(node_of vdf0)
+size_is() { [ "$(cat /sys/block/${FDEV#/dev/}/size)" = "$1" ]; }
+wait_until 20 size_is $((96 << 11)) || fail "guest sees $(cat /sys/block/${FDEV#/dev/}/size) sectors, expected $((96 << 11))"
+dd if=/tmp/pat.bin of=$FDEV bs=64k seek=$((95 * 16)) oflag=direct status=none || fail "cannot write in the new space"
+cmp <(dd if=$FDEV bs=64k skip=$((95 * 16)) count=1 iflag=direct status=none) /tmp/pat.bin || fail "new space does not read back"
+[ "$(stat -c %s $FILE_IMG)" = $((96 << 20)) ] || fail "$FILE_IMG was not resized"
+
 # The other device kept working through all of it.
 MDEV=$(node_of vdm0)
 head -c 1M /dev/urandom >/tmp/r.bin
