@@ -1,0 +1,196 @@
+#!/usr/bin/env node
+// vdx vs qemu-storage-daemon, side by side in one run: the same libblkio client
+// (scripts/bench/blkio-bench.c, run in the Debian 13 userland) against each
+// peer's vhost-user-blk export, alternating the order every round, medians of
+// the rounds. Writes results.md, results.json and chart.svg under results/.
+//
+//   npm run bench [-- --quick] [-- --seconds 3 --rounds 3 --out results/DIR]
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const CACHE = process.env.VDX_CACHE ?? '/var/cache/vdx';
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const quick = args.includes('--quick');
+const SECONDS = Number(opt('seconds', quick ? 2 : 3));
+const ROUNDS = Number(opt('rounds', quick ? 1 : 3));
+const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+const OUT = resolve(opt('out', join(REPO, 'results', `bench-${stamp}`)));
+const SIZE = 1 << 30;
+
+const BACKENDS = quick ? ['null', 'malloc'] : ['null', 'malloc', 'file'];
+const RWS = quick ? ['read'] : ['read', 'write'];
+const QDS = quick ? [1, 32] : [1, 32, 128];
+const QUEUES = quick ? [1] : [1, 2];
+
+// ---------------------------------------------------------------- setup
+
+/** Build the client into the Debian 13 userland, where libblkio is; returns its path there. */
+function client() {
+  const inside = '/usr/local/bin/vdx-blkio-bench';
+  const bin = join(CACHE, 'trixie-userland', inside);
+  const src = join(REPO, 'scripts/bench/blkio-bench.c');
+  if (!existsSync(bin) || statSync(bin).mtimeMs < statSync(src).mtimeMs) {
+    mkdirSync(dirname(bin), { recursive: true });
+    execFileSync('gcc', ['-O2', '-Wall', '-o', bin, src, '-ldl'], { stdio: 'inherit' });
+  }
+  return inside;
+}
+
+const FILE_IMG = '/var/tmp/vdx-bench.img';
+const SHM_IMG = '/dev/shm/vdx-bench.img';
+function images() {
+  for (const p of [FILE_IMG, SHM_IMG]) {
+    if (!existsSync(p) || statSync(p).size !== SIZE) execFileSync('fallocate', ['-l', String(SIZE), p]);
+  }
+}
+
+function peerCommand(peer, backend, socket, queues) {
+  if (peer === 'vdx') {
+    const bdev = { null: 'null:size=1G', malloc: 'malloc:size=1G', file: `file:path=${FILE_IMG},direct=on` }[backend];
+    return [process.execPath, [join(REPO, 'dist/cli/main.js'), 'serve', '--bdev', `${bdev},name=d0`, '--export', `vhost-user:bdev=d0,socket=${socket},num-queues=${queues}`, '--rpc-socket', 'none', '--log-level', 'warn', '--log-format', 'json']];
+  }
+  const blockdev = {
+    null: `null-co,node-name=d0,size=${SIZE}`,
+    malloc: `file,node-name=d0,filename=${SHM_IMG},aio=io_uring`,
+    file: `file,node-name=d0,filename=${FILE_IMG},aio=io_uring,cache.direct=on`,
+  }[backend];
+  return ['qemu-storage-daemon', ['--object', 'iothread,id=io0', '--blockdev', blockdev, '--export', `vhost-user-blk,id=e0,node-name=d0,addr.type=unix,addr.path=${socket},writable=on,num-queues=${queues},iothread=io0`]];
+}
+
+const ticks = (pid) => {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return Number(f[11]) + Number(f[12]);
+};
+
+async function waitFor(path, child, ms = 15000) {
+  const end = Date.now() + ms;
+  while (!existsSync(path)) {
+    if (child.exitCode !== null) throw new Error(`peer exited (${child.exitCode}) before listening`);
+    if (Date.now() > end) throw new Error(`peer did not create ${path}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function runOne(bin, peer, cfg) {
+  const dir = join(tmpdir(), `vdx-bench-${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  const socket = join(dir, `${peer}.sock`);
+  rmSync(socket, { force: true });
+  const [cmd, argv] = peerCommand(peer, cfg.backend, socket, cfg.queues);
+  const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (d) => (err += d));
+  try {
+    await waitFor(socket, child);
+    const t0 = ticks(child.pid);
+    const s0 = performance.now();
+    const out = execFileSync(join(REPO, 'scripts/vm/in-userland.sh'), [bin, 'virtio-blk-vhost-user', socket, cfg.rw, String(cfg.qd), String(cfg.queues), String(SECONDS), String(SIZE)], {
+      encoding: 'utf8',
+      timeout: (SECONDS + 30) * 1000,
+    });
+    const wall = (performance.now() - s0) / 1000;
+    const r = JSON.parse(out.trim().split('\n').pop());
+    r.daemon_cpu = (ticks(child.pid) - t0) / 100 / wall;
+    return r;
+  } catch (e) {
+    throw new Error(`${peer} ${JSON.stringify(cfg)}: ${e.message}\n${err.slice(-2000)}`);
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)));
+  }
+}
+
+// ---------------------------------------------------------------- output
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+function progress(done, total, label) {
+  if (!process.stderr.isTTY) {
+    process.stderr.write(`[${done}/${total}] ${label}\n`);
+    return;
+  }
+  const w = 30;
+  const fill = Math.round((done / total) * w);
+  process.stderr.write(`\r[${'#'.repeat(fill)}${'.'.repeat(w - fill)}] ${done}/${total} ${label}`.padEnd(100));
+  if (done === total) process.stderr.write('\n');
+}
+
+function chart(rows) {
+  const W = 900;
+  const barH = 14;
+  const gap = 10;
+  const left = 260;
+  const max = Math.max(...rows.flatMap((r) => [r.vdx.iops, r.qsd.iops]), 1);
+  const h = rows.length * (2 * barH + gap) + 60;
+  const bars = rows
+    .map((r, i) => {
+      const y = 40 + i * (2 * barH + gap);
+      const wv = ((W - left - 80) * r.vdx.iops) / max;
+      const wq = ((W - left - 80) * r.qsd.iops) / max;
+      return `<text x="${left - 8}" y="${y + barH + 4}" text-anchor="end" font-size="12">${r.label}</text>
+<rect x="${left}" y="${y}" width="${wv.toFixed(1)}" height="${barH}" fill="#2a7ab9"/><text x="${left + wv + 4}" y="${y + 11}" font-size="10">${Math.round(r.vdx.iops / 1000)}k</text>
+<rect x="${left}" y="${y + barH}" width="${wq.toFixed(1)}" height="${barH}" fill="#c0504d"/><text x="${left + wq + 4}" y="${y + barH + 11}" font-size="10">${Math.round(r.qsd.iops / 1000)}k</text>`;
+    })
+    .join('\n');
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${h}" font-family="sans-serif">
+<text x="10" y="20" font-size="14">4 KiB random I/O, IOPS (medians of ${ROUNDS}): <tspan fill="#2a7ab9">vdx</tspan> vs <tspan fill="#c0504d">qemu-storage-daemon</tspan>, libblkio client</text>
+${bars}
+</svg>
+`;
+}
+
+// ---------------------------------------------------------------- main
+
+const bin = client();
+images();
+const configs = [];
+for (const backend of BACKENDS) for (const rw of RWS) for (const qd of QDS) for (const queues of QUEUES) configs.push({ backend, rw, qd, queues });
+const total = configs.length * ROUNDS * 2;
+let done = 0;
+const results = [];
+for (const cfg of configs) {
+  const runs = { vdx: [], qsd: [] };
+  for (let round = 0; round < ROUNDS; round++) {
+    // Alternate who goes first: this machine's noise drifts over seconds.
+    const order = (round + configs.indexOf(cfg)) % 2 ? ['qsd', 'vdx'] : ['vdx', 'qsd'];
+    for (const peer of order) {
+      progress(done, total, `${peer} ${cfg.backend} rand${cfg.rw} qd${cfg.qd} q${cfg.queues}`);
+      runs[peer].push(await runOne(bin, peer, cfg));
+      done++;
+    }
+  }
+  const med = (peer) => Object.fromEntries(['iops', 'p50_us', 'p99_us', 'client_cpu', 'daemon_cpu'].map((k) => [k, median(runs[peer].map((r) => r[k]))]));
+  results.push({ ...cfg, label: `${cfg.backend} rand${cfg.rw} qd${cfg.qd} q${cfg.queues}`, vdx: med('vdx'), qsd: med('qsd'), runs });
+}
+progress(total, total, 'done');
+
+mkdirSync(OUT, { recursive: true });
+const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+const lines = [
+  `# vdx vs qemu-storage-daemon (${new Date().toISOString().slice(0, 16)}Z)`,
+  '',
+  `libblkio client (virtio-blk-vhost-user, polling), 4 KiB random I/O, ${SECONDS} s per run, medians of ${ROUNDS} rounds, order alternated. vdx: 1 reactor; QSD 7.2: 1 iothread. CPU in cores.`,
+  '',
+  '| backend | rw | QD | queues | vdx IOPS | QSD IOPS | vdx/QSD | vdx p50/p99 µs | QSD p50/p99 µs | p50 ratio | vdx CPU | QSD CPU | client CPU |',
+  '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+  ...results.map(
+    (r) =>
+      `| ${r.backend} | rand${r.rw} | ${r.qd} | ${r.queues} | ${fmt(r.vdx.iops)} | ${fmt(r.qsd.iops)} | ${fmt(r.vdx.iops / r.qsd.iops, 2)} | ${fmt(r.vdx.p50_us, 1)} / ${fmt(r.vdx.p99_us, 1)} | ${fmt(r.qsd.p50_us, 1)} / ${fmt(r.qsd.p99_us, 1)} | ${fmt(r.vdx.p50_us / r.qsd.p50_us, 2)} | ${fmt(r.vdx.daemon_cpu, 2)} | ${fmt(r.qsd.daemon_cpu, 2)} | ${fmt(r.vdx.client_cpu, 2)} |`,
+  ),
+  '',
+];
+writeFileSync(join(OUT, 'results.md'), lines.join('\n'));
+writeFileSync(join(OUT, 'results.json'), `${JSON.stringify({ seconds: SECONDS, rounds: ROUNDS, results }, null, 2)}\n`);
+writeFileSync(join(OUT, 'chart.svg'), chart(results));
+process.stdout.write(`${lines.join('\n')}\nwritten to ${OUT}\n`);
