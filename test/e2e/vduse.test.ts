@@ -51,3 +51,12 @@ describe('vdx over VDUSE: a VM on vhost_vdpa', () => {
     expect(r.output).toContain('VDX-VDUSE-VM-OK');
   }, 660_000);
 });
+
+describe('README Quick start', () => {
+  test("'npm start' serves the embedded default over vhost-user and VDUSE", async () => {
+    const r = await runGuest({ name: 'quick-start', script: 'exec bash "$VDX_SRC/test/e2e/guest/checks/quick-start.sh"' });
+    recordTiming('quick-start', r.durationMs);
+    expectGuestOk(r);
+    expect(r.output).toContain('QUICK-START-OK');
+  });
+});
