@@ -10,7 +10,8 @@
         "native/epoll.cc",
         "native/uring.cc",
         "native/ioctl.cc",
-        "native/netlink.cc"
+        "native/netlink.cc",
+        "native/sched.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],

@@ -52,6 +52,7 @@ static Napi::Object InitShim(Napi::Env env, Napi::Object exports) {
   vdx::InitUring(env, exports);
   vdx::InitIoctl(env, exports);
   vdx::InitNetlink(env, exports);
+  vdx::InitSched(env, exports);
   return exports;
 }
 

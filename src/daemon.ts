@@ -40,7 +40,7 @@ export class Daemon {
         this.bdevs.set(desc.info.name, desc);
         this.log.info({ component: 'bdev', name: desc.info.name, type, sizeBytes: desc.info.sizeBytes }, 'bdev created');
       }
-      this.pool = new ReactorPool(this.native, this.config.reactors, this.config.idleSpinUs);
+      this.pool = new ReactorPool(this.native, this.config.reactors, this.config.idleSpinUs, this.config.cpus);
       for (const r of this.pool.reactors) {
         r.on('log', (level, msg, data) => this.log[level]({ component: 'reactor', reactor: r.index, ...data }, msg));
       }

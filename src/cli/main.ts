@@ -2,7 +2,7 @@
 // vdx command line. Bad arguments end with one line saying what is wrong and
 // what would be right, and exit code 2.
 import { Command, InvalidArgumentError } from 'commander';
-import { bdevFromSpec, type DaemonConfig, EXPORT_KEYS, exportFromSpec, loadConfigFile, validateConfig } from '../config/config.js';
+import { bdevFromSpec, type DaemonConfig, EXPORT_KEYS, exportFromSpec, loadConfigFile, parseCpumask, validateConfig } from '../config/config.js';
 import { BDEV_MODULES } from '../bdev/registry.js';
 import { DEFAULT_RPC_SOCKET, Daemon } from '../daemon.js';
 import { rpcCall } from '../rpc/server.js';
@@ -54,7 +54,14 @@ program
   .option('--bdev <spec>', 'a bdev, TYPE:key=value,... (repeatable)', collect(bdevFromSpec), [])
   .option('--export <spec>', 'an export, TYPE:key=value,... (repeatable)', collect(exportFromSpec), [])
   .option('--config <file>', 'JSON file with "bdevs", "exports", "reactors", "idleSpinUs"; merged with the options')
-  .option('--reactors <n>', 'reactor threads', positiveInt('--reactors', 64))
+  .option('--reactors <n>', 'reactor threads (default 1, or one per CPU of --cpumask)', positiveInt('--reactors', 64))
+  .option('--cpumask <mask>', 'pin reactors to these CPUs, one each in turn: a hex mask (0x3) or a list (0,2-3)', (v: string) => {
+    try {
+      return parseCpumask(v);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+  })
   .option('--idle-spin-us <us>', 'how long a reactor keeps polling after its last work before it sleeps (default 200)', (v: string) => {
     if (!/^\d+$/.test(v)) throw new InvalidArgumentError('--idle-spin-us must be a whole number of microseconds');
     return Number(v);
@@ -66,7 +73,7 @@ program
     'after',
     `\n${keyHelp('Bdev types and keys:', Object.fromEntries(Object.entries(BDEV_MODULES).map(([t, m]) => [t, m.keys])))}\n\n${keyHelp('Export types and keys:', EXPORT_KEYS)}\n\nExample:\n  vdx serve --bdev malloc:name=m0,size=1G --export vhost-user:bdev=m0,socket=/run/vdx/m0.sock,num-queues=2,serial=disk0`,
   )
-  .action(async (o: { bdev: DaemonConfig['bdevs']; export: DaemonConfig['exports']; config?: string; reactors?: number; idleSpinUs?: number; rpcSocket?: string; logLevel?: string; logFormat?: string }) => {
+  .action(async (o: { bdev: DaemonConfig['bdevs']; export: DaemonConfig['exports']; config?: string; reactors?: number; cpumask?: number[]; idleSpinUs?: number; rpcSocket?: string; logLevel?: string; logFormat?: string }) => {
     if (o.logFormat !== undefined && o.logFormat !== 'json' && o.logFormat !== 'pretty') {
       program.error(`--log-format ${o.logFormat}: must be json or pretty`, { exitCode: 2 });
     }
@@ -78,8 +85,10 @@ program
     let demo = false;
     try {
       const file = o.config ? loadConfigFile(o.config) : {};
+      const cpus = o.cpumask ?? file.cpus ?? [];
       cfg = {
-        reactors: o.reactors ?? file.reactors ?? 1,
+        reactors: o.reactors ?? file.reactors ?? (cpus.length || 1),
+        cpus,
         idleSpinUs: o.idleSpinUs ?? file.idleSpinUs ?? 200,
         bdevs: [...(file.bdevs ?? []), ...o.bdev],
         exports: [...(file.exports ?? []), ...o.export],

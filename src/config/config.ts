@@ -40,6 +40,8 @@ export type ExportConfig = VhostUserExportConfig | VduseExportConfig;
 
 export interface DaemonConfig {
   reactors: number;
+  /** CPUs the reactors are pinned to, one each in turn; empty: not pinned */
+  cpus: number[];
   /** polling window after the last work before a reactor sleeps */
   idleSpinUs: number;
   bdevs: BdevConfig[];
@@ -164,7 +166,7 @@ export function loadConfigFile(path: string): Partial<DaemonConfig> {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`--config ${path}: expected a JSON object`);
   const o = raw as Record<string, unknown>;
   for (const k of Object.keys(o)) {
-    if (!['reactors', 'idleSpinUs', 'bdevs', 'exports'].includes(k)) throw new Error(`--config ${path}: unknown key '${k}'; known keys: reactors, idleSpinUs, bdevs, exports`);
+    if (!['reactors', 'cpumask', 'idleSpinUs', 'bdevs', 'exports'].includes(k)) throw new Error(`--config ${path}: unknown key '${k}'; known keys: reactors, cpumask, idleSpinUs, bdevs, exports`);
   }
   const strs = (what: string, v: unknown): Record<string, string> => {
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`--config ${path}: each of ${what} must be an object`);
@@ -172,6 +174,7 @@ export function loadConfigFile(path: string): Partial<DaemonConfig> {
   };
   const out: Partial<DaemonConfig> = {};
   if (o.reactors !== undefined) out.reactors = intKey('config', 'reactors', String(o.reactors), 1, 1, 64);
+  if (o.cpumask !== undefined) out.cpus = parseCpumask(String(o.cpumask));
   if (o.idleSpinUs !== undefined) out.idleSpinUs = intKey('config', 'idleSpinUs', String(o.idleSpinUs), 0, 0, 10_000_000);
   if (o.bdevs !== undefined) {
     if (!Array.isArray(o.bdevs)) throw new Error(`--config ${path}: bdevs must be an array`);
@@ -190,6 +193,27 @@ export function loadConfigFile(path: string): Partial<DaemonConfig> {
     });
   }
   return out;
+}
+
+/** "0x3", "3" (hex, as SPDK's -m), or a list "0,2-3" -> CPU numbers. */
+export function parseCpumask(v: string): number[] {
+  const bad = () => new Error(`cpumask ${v}: use a hex mask such as 0x3, or a list such as 0,2-3`);
+  if (/^(0x)?[0-9a-f]+$/i.test(v) && !v.includes(',') && !v.includes('-')) {
+    const m = BigInt(v.startsWith('0x') || v.startsWith('0X') ? v : `0x${v}`);
+    const cpus = [...Array(1024).keys()].filter((c) => (m >> BigInt(c)) & 1n);
+    if (!cpus.length) throw bad();
+    return cpus;
+  }
+  const cpus: number[] = [];
+  for (const part of v.split(',')) {
+    const r = /^(\d+)(?:-(\d+))?$/.exec(part.trim());
+    if (!r) throw bad();
+    const a = Number(r[1]);
+    const b = r[2] === undefined ? a : Number(r[2]);
+    if (b < a || b > 1023) throw bad();
+    for (let c = a; c <= b; c++) cpus.push(c);
+  }
+  return cpus;
 }
 
 /** Cross-checks: unique names, every export names a bdev that exists. */

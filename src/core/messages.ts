@@ -68,4 +68,6 @@ export interface ReactorInit {
   pending: SharedArrayBuffer;
   /** polling window after the last work before sleeping, µs */
   idleSpinUs: number;
+  /** CPUs to pin this reactor's thread to; empty: leave it to the scheduler */
+  cpus: number[];
 }

@@ -38,12 +38,13 @@ export class ReactorHandle extends EventEmitter<ReactorEvents> implements QueueH
     private readonly native: NativeShim,
     readonly index: number,
     idleSpinUs: number,
+    readonly cpus: number[] = [],
   ) {
     super();
     this.wakeFd = native.eventfd(0, native.EFD_NONBLOCK | native.EFD_CLOEXEC);
     const pending = new SharedArrayBuffer(4);
     this.pending = new Int32Array(pending);
-    const init: ReactorInit = { index, wakeFd: this.wakeFd, pending, idleSpinUs };
+    const init: ReactorInit = { index, wakeFd: this.wakeFd, pending, idleSpinUs, cpus };
     this.worker = new Worker(new URL('./reactor-worker.js', import.meta.url), { workerData: init, name: `reactor${index}` });
     this.worker.on('message', (m: ReactorReply) => this.onMessage(m));
     this.worker.on('error', (e) => this.emit('log', 'error', `reactor ${index} failed: ${e.message}`));
@@ -129,8 +130,12 @@ export class ReactorHandle extends EventEmitter<ReactorEvents> implements QueueH
 export class ReactorPool implements QueuePlacer {
   readonly reactors: ReactorHandle[];
 
-  constructor(native: NativeShim, count: number, idleSpinUs: number) {
-    this.reactors = Array.from({ length: count }, (_, i) => new ReactorHandle(native, i, idleSpinUs));
+  /** `cpus`: pin reactor i to cpus[i % cpus.length]; empty: no pinning. */
+  constructor(native: NativeShim, count: number, idleSpinUs: number, cpus: number[] = []) {
+    this.reactors = Array.from(
+      { length: count },
+      (_, i) => new ReactorHandle(native, i, idleSpinUs, cpus.length ? [cpus[i % cpus.length]!] : []),
+    );
   }
 
   /** The least loaded reactor (ties: lowest index), counting the queue about to be placed. */

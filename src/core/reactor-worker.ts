@@ -6,7 +6,12 @@ import { Reactor } from './reactor.js';
 
 const port = parentPort!;
 const init = workerData as ReactorInit;
-const reactor = new Reactor(loadNative(), init, {
+const native = loadNative();
+if (init.cpus.length > 0) {
+  const rc = native.pinThread(init.cpus);
+  if (rc < 0) port.postMessage({ event: 'log', level: 'warn', msg: `reactor ${init.index}: cannot pin to CPUs ${init.cpus.join(',')} (${-rc})` } satisfies ReactorReply);
+}
+const reactor = new Reactor(native, init, {
   take() {
     const m = receiveMessageOnPort(port);
     return m?.message as { seq: number; req: ReactorRequest } | undefined;

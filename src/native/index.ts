@@ -92,6 +92,9 @@ export interface NativeShim {
   // netlink
   netlinkOpen(protocol: number): number;
   readonly NETLINK_GENERIC: number;
+  // scheduling
+  pinThread(cpus: number[]): number;
+  allowedCpus(): number[];
 }
 
 interface ShimError {
@@ -127,7 +130,7 @@ export function loadNative(): NativeShim {
   }
   const slow = [
     'eventfd', 'mmap', 'viewAddress', 'memfdCreate', 'ftruncate', 'unixListen', 'unixConnect', 'socketPair',
-    'epollCreate', 'uringSetup', 'netlinkOpen',
+    'epollCreate', 'uringSetup', 'netlinkOpen', 'allowedCpus',
   ] as const;
   const wrapped: Record<string, unknown> = {};
   for (const k of slow) wrapped[k] = wrapThrowing(raw[k] as (...a: never[]) => unknown);

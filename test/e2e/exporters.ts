@@ -54,6 +54,8 @@ export interface VdxOptions {
   /** extra vhost-user export keys, e.g. 'serial=disk0,readonly=on' */
   exportKeys?: string;
   reactors?: number;
+  /** more `vdx serve` arguments, e.g. ['--cpumask', '0x3'] */
+  extraArgs?: string[];
   logName?: string;
 }
 
@@ -72,6 +74,7 @@ export class VdxVhostUser implements VhostUserExporter {
     const exp = `vhost-user:bdev=d0,socket=${s.socket},num-queues=${s.queues}${this.o.exportKeys ? `,${this.o.exportKeys}` : ''}`;
     const args = [join(REPO, 'dist/cli/main.js'), 'serve', '--bdev', bdev, '--export', exp, '--log-format', 'json', '--rpc-socket', 'none'];
     if (this.o.reactors) args.push('--reactors', String(this.o.reactors));
+    args.push(...(this.o.extraArgs ?? []));
     this.child = spawnTracked(process.execPath, args);
     this.logPath = join(LOG_DIR, `${this.name}.log`);
     const log = createWriteStream(this.logPath);

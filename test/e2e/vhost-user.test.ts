@@ -66,6 +66,18 @@ describe('vdx over vhost-user, QEMU 7.2 guest', () => {
     expect(r.output).toContain('FIO-VERIFY-OK');
   });
 
+  test('two reactors pinned to both CPUs: the two queues run on different reactors; fio verify', async () => {
+    const vdx = new VdxVhostUser({ bdev: () => 'malloc:size=64M', reactors: 2, extraArgs: ['--cpumask', '0x3'], logName: 'vdx-2reactors' });
+    const r = await guestOn(vdx, 2, 'vdx-blk', { FIO: '1' });
+    expect(r.output).toContain('FIO-VERIFY-OK');
+    const started = readFileSync(vdx.logPath, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('queue started'))
+      .map((l) => JSON.parse(l) as { queue: number; reactor: number });
+    const last = new Map(started.map((q) => [q.queue, q.reactor]));
+    expect(new Set(last.values()).size).toBe(2);
+  });
+
   test('file bdev: discard releases the file blocks, write-zeroes zeroes them', async () => {
     const img = image(64 * MiB);
     const r = await guestOn(new VdxVhostUser({ logName: 'vdx-discard' }), 1, 'discard', {}, img);

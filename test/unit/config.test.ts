@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { bdevFromSpec, exportFromSpec, loadConfigFile, parseSpec, validateConfig } from '../../src/config/config.js';
+import { bdevFromSpec, exportFromSpec, loadConfigFile, parseCpumask, parseSpec, validateConfig } from '../../src/config/config.js';
 import { parseSize } from '../../src/bdev/spec.js';
 
 describe('spec parsing', () => {
@@ -42,6 +42,14 @@ describe('spec parsing', () => {
   ];
   for (const [name, f, msg] of bad) test(`error: ${name}`, () => expect(f).toThrow(msg));
 
+  test('cpumask: hex masks and lists', () => {
+    expect(parseCpumask('0x3')).toEqual([0, 1]);
+    expect(parseCpumask('a')).toEqual([1, 3]);
+    expect(parseCpumask('0,2-3')).toEqual([0, 2, 3]);
+    expect(() => parseCpumask('0x0')).toThrow(/hex mask such as 0x3/);
+    expect(() => parseCpumask('3-1')).toThrow(/list such as 0,2-3/);
+  });
+
   test('sizes', () => {
     expect(parseSize('size', '1G')).toBe(2 ** 30);
     expect(parseSize('size', '512M')).toBe(512 * 2 ** 20);
@@ -53,12 +61,12 @@ describe('spec parsing', () => {
 
   test('cross-checks: exports name existing bdevs, names and sockets are unique', () => {
     const b = [bdevFromSpec('malloc:name=m0,size=1G')];
-    expect(() => validateConfig({ reactors: 1, idleSpinUs: 0, bdevs: b, exports: [exportFromSpec('vhost-user:bdev=m9,socket=/s')] })).toThrow(
+    expect(() => validateConfig({ reactors: 1, cpus: [], idleSpinUs: 0, bdevs: b, exports: [exportFromSpec('vhost-user:bdev=m9,socket=/s')] })).toThrow(
       /bdev=m9 is not defined; defined bdevs: m0/,
     );
-    expect(() => validateConfig({ reactors: 1, idleSpinUs: 0, bdevs: [...b, ...b], exports: [] })).toThrow(/used twice/);
+    expect(() => validateConfig({ reactors: 1, cpus: [], idleSpinUs: 0, bdevs: [...b, ...b], exports: [] })).toThrow(/used twice/);
     const x = exportFromSpec('vhost-user:bdev=m0,socket=/s');
-    expect(() => validateConfig({ reactors: 1, idleSpinUs: 0, bdevs: b, exports: [x, { ...x, name: 'other' }] })).toThrow(/used by two exports/);
+    expect(() => validateConfig({ reactors: 1, cpus: [], idleSpinUs: 0, bdevs: b, exports: [x, { ...x, name: 'other' }] })).toThrow(/used by two exports/);
   });
 
   test('JSON config file', () => {
@@ -70,7 +78,7 @@ describe('spec parsing', () => {
     expect(c.bdevs).toEqual([{ type: 'null', name: 'n0', size: '1G' }]);
     expect(c.exports?.[0]?.numQueues).toBe(4);
     writeFileSync(f, JSON.stringify({ bdev: [] }));
-    expect(() => loadConfigFile(f)).toThrow(/unknown key 'bdev'; known keys: reactors, idleSpinUs, bdevs, exports/);
+    expect(() => loadConfigFile(f)).toThrow(/unknown key 'bdev'; known keys: reactors, cpumask, idleSpinUs, bdevs, exports/);
     writeFileSync(f, '{');
     expect(() => loadConfigFile(f)).toThrow(/--config .*c.json/);
   });
