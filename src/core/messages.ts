@@ -12,13 +12,16 @@ export interface QueueSpec {
   /** guest memory as mapped by the main thread; the reactor makes views */
   memory: { generation: number; regions: RegionSpec[]; iotlb?: IotlbSource };
   size: number;
+  /** VIRTIO_F_RING_PACKED: availAddr/usedAddr are then the driver/device event areas */
+  packed?: boolean;
   /** host addresses (in this process) of the ring parts */
   descAddr: number;
   availAddr: number;
   usedAddr: number;
   eventIdx: boolean;
   indirect: boolean;
-  /** where to resume: next avail index, and the used index already published */
+  /** where to resume: next avail index, and the used index already published
+   *  (packed: index | wrap counter << 15 for each) */
   lastAvail: number;
   usedIdx: number;
   /** -1: no kick fd, poll the ring */

@@ -9,7 +9,9 @@ import type { NativeShim } from '../native/index.js';
 import { BlkQueue } from '../virtio/blk.js';
 import { IotlbMapper } from './iotlb.js';
 import { GuestMemory } from '../virtio/memory.js';
+import { PackedRing } from '../virtio/packed-ring.js';
 import { SplitRing } from '../virtio/split-ring.js';
+import type { Virtqueue } from '../virtio/virtqueue.js';
 import type { QueueSpec, QueueStopped, ReactorInit, ReactorReply, ReactorRequest } from './messages.js';
 
 interface ChannelRef {
@@ -242,19 +244,33 @@ export class Reactor {
       if (!r) throw new Error(`${what} of queue ${s.id} is outside guest memory`);
       return r;
     };
-    const ring = new SplitRing(
-      mem,
-      {
-        size: s.size,
-        desc: where(s.descAddr, 16 * s.size, 'descriptor table'),
-        avail: where(s.availAddr, 6 + 2 * s.size, 'available ring'),
-        used: where(s.usedAddr, 6 + 8 * s.size, 'used ring'),
-      },
-      s.eventIdx,
-      s.indirect,
-      s.lastAvail,
-      s.usedIdx,
-    );
+    const ring: Virtqueue = s.packed
+      ? new PackedRing(
+          mem,
+          {
+            size: s.size,
+            desc: where(s.descAddr, 16 * s.size, 'descriptor ring'),
+            driver: where(s.availAddr, 4, 'driver area'),
+            device: where(s.usedAddr, 4, 'device area'),
+          },
+          s.eventIdx,
+          s.indirect,
+          s.lastAvail,
+          s.usedIdx,
+        )
+      : new SplitRing(
+          mem,
+          {
+            size: s.size,
+            desc: where(s.descAddr, 16 * s.size, 'descriptor table'),
+            avail: where(s.availAddr, 6 + 2 * s.size, 'available ring'),
+            used: where(s.usedAddr, 6 + 8 * s.size, 'used ring'),
+          },
+          s.eventIdx,
+          s.indirect,
+          s.lastAvail,
+          s.usedIdx,
+        );
     const chanKey = s.bdev.info.name;
     let c = this.channels.get(chanKey);
     if (!c) {

@@ -19,7 +19,8 @@ import {
   VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
 } from './constants.js';
 import { type GuestMemory, SEG_STRIDE } from './memory.js';
-import { BROKEN, NO_HEAD, type SplitRing } from './split-ring.js';
+import { BROKEN, NO_HEAD } from './split-ring.js';
+import type { Virtqueue } from './virtqueue.js';
 
 /** Segments one chain may map to: data (MAX_IOV) plus header, status, and region splits. */
 export const MAX_SEGS = MAX_IOV + 8;
@@ -83,7 +84,7 @@ export class BlkQueue {
   private readonly onIoDone = (io: BdevIo): void => this.ioDone(io);
 
   constructor(
-    readonly ring: SplitRing,
+    readonly ring: Virtqueue,
     private readonly mem: GuestMemory,
     private readonly channel: Channel,
     private p: BlkParams,
@@ -116,7 +117,7 @@ export class BlkQueue {
     let n = 0;
     const ring = this.ring;
     while (n < budget) {
-      const head = ring.nextAvail();
+      const head = ring.pop(this.segs, MAX_SEGS);
       if (head === NO_HEAD) break;
       if (head === BROKEN) {
         this.hooks.broken(ring.broken ?? 'ring broken');
@@ -138,11 +139,11 @@ export class BlkQueue {
 
   /** Publish completions; returns true when the driver wants an interrupt. */
   flush(): boolean {
-    return this.ring.publishUsed();
+    return this.ring.publish();
   }
 
   private start(r: BlkRequest): void {
-    const nseg = this.ring.mapChain(r.head, this.segs, MAX_SEGS);
+    const nseg = this.ring.lastChain;
     r.statusWindow = -1;
     r.usedLen = 0;
     if (nseg < 0) {
@@ -318,7 +319,7 @@ export class BlkQueue {
     this.inflightCount--;
     if (status === VIRTIO_BLK_S_OK) this.completed++;
     else this.failed++;
-    this.ring.pushUsed(r.head, r.usedLen);
+    this.ring.push(r.head, r.usedLen);
   }
 
   /** Copy `len` (≤ 16) readable bytes of the chain being parsed, from readable offset `from`, into scratch. */

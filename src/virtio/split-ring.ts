@@ -10,6 +10,7 @@ import {
   VRING_USED_F_NO_NOTIFY,
 } from './constants.js';
 import type { GuestMemory } from './memory.js';
+import type { Virtqueue } from './virtqueue.js';
 
 export const DESC_SIZE = 16;
 /**
@@ -54,7 +55,7 @@ export function checkSplitLayout(mem: GuestMemory, l: SplitRingLayout): string |
   return undefined;
 }
 
-export class SplitRing {
+export class SplitRing implements Virtqueue {
   readonly size: number;
   private readonly mask: number;
   private readonly descDv: DataView;
@@ -177,6 +178,23 @@ export class SplitRing {
       if (next >= tableSize) return -E.EINVAL;
       idx = next;
     }
+  }
+
+  lastChain = 0;
+
+  /** Virtqueue: pop a head and map its chain. */
+  pop(segs: Float64Array, maxSegs: number): number {
+    const head = this.nextAvail();
+    if (head >= 0) this.lastChain = this.mapChain(head, segs, maxSegs);
+    return head;
+  }
+
+  push(head: number, lenBytes: number): void {
+    this.pushUsed(head, lenBytes);
+  }
+
+  publish(): boolean {
+    return this.publishUsed();
   }
 
   /** Fill the next used entry; it becomes visible with publishUsed(). */

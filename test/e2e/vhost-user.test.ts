@@ -28,7 +28,7 @@ function image(sizeBytes: number, name = 'disk.img'): string {
 }
 
 /** Boot a guest against a vdx export and run a guest check. */
-async function guestOn(vdx: VdxVhostUser, queues: number, checkName: string, env: Record<string, string> = {}, img = image(64 * MiB)) {
+async function guestOn(vdx: VdxVhostUser, queues: number, checkName: string, env: Record<string, string> = {}, img = image(64 * MiB), deviceProps = '') {
   const socket = join(dir, 'vu.sock');
   await vdx.start({ socket, image: img, queues });
   try {
@@ -37,7 +37,7 @@ async function guestOn(vdx: VdxVhostUser, queues: number, checkName: string, env
       script: check(checkName),
       env: { QUEUES: String(queues), ...env },
       sharedMemory: true,
-      qemuArgs: ['-chardev', `socket,id=vu0,path=${socket}`, '-device', `vhost-user-blk-pci,chardev=vu0,num-queues=${queues}`],
+      qemuArgs: ['-chardev', `socket,id=vu0,path=${socket}`, '-device', `vhost-user-blk-pci,chardev=vu0,num-queues=${queues}${deviceProps}`],
     });
     recordTiming(`vdx-${checkName}-${vdx.name}`, r.durationMs);
     return expectGuestOk(r);
@@ -63,6 +63,21 @@ describe('vdx over vhost-user, QEMU 7.2 guest', () => {
     const vdx = new VdxVhostUser({ exportKeys: 'serial=file0', logName: 'vdx-file' });
     const r = await guestOn(vdx, 2, 'vdx-blk', { SERIAL: 'file0', FIO: '1' });
     expect(r.output).toContain('has 2 queues');
+    expect(r.output).toContain('FIO-VERIFY-OK');
+  });
+
+  test('packed virtqueues (packed=on): fs round trip, fio verify, two queues', async () => {
+    const vdx = new VdxVhostUser({ bdev: () => 'malloc:size=64M', logName: 'vdx-packed' });
+    const r = await guestOn(vdx, 2, 'vdx-blk', { FIO: '1', PACKED: '1' }, image(64 * MiB), ',packed=on');
+    expect(r.output).toContain('packed virtqueues negotiated');
+    expect(r.output).toContain('FIO-VERIFY-OK');
+    expect(r.output).toContain('VDX-BLK-OK');
+  });
+
+  test('packed virtqueues on two reactors, file bdev', async () => {
+    const vdx = new VdxVhostUser({ reactors: 2, extraArgs: ['--cpumask', '0x3'], logName: 'vdx-packed-2r' });
+    const r = await guestOn(vdx, 2, 'vdx-blk', { FIO: '1', PACKED: '1' }, image(64 * MiB), ',packed=on');
+    expect(r.output).toContain('packed virtqueues negotiated');
     expect(r.output).toContain('FIO-VERIFY-OK');
   });
 

@@ -8,6 +8,7 @@ import type { BdevDesc } from '../../bdev/types.js';
 import type { FdWatcher, NativeShim } from '../../native/index.js';
 import { E } from '../../virtio/errno.js';
 import { type BlkExportOptions, blkConfig, blkFeatures, blkParams } from '../../virtio/blk-config.js';
+import { VIRTIO_F_RING_PACKED_BIT, bit } from '../../virtio/constants.js';
 import { type SessionContext, VhostUserSession } from './session.js';
 
 export interface VhostUserExportOptions extends BlkExportOptions {
@@ -41,7 +42,8 @@ export class VhostUserExport {
       bdev,
       blk,
       numQueues: opts.numQueues,
-      features: blkFeatures(blk, opts.numQueues),
+      // vhost-user rings may be packed (QEMU packed=on); VDUSE keeps to split rings.
+      features: blkFeatures(blk, opts.numQueues) | bit(VIRTIO_F_RING_PACKED_BIT),
       config: blkConfig(blk, opts),
     };
     for (const r of pool.reactors) r.on('broken', (id, why) => this.brokenHandlers.get(id)?.(why));

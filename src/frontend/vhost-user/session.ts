@@ -10,6 +10,7 @@ import type { BdevDesc } from '../../bdev/types.js';
 import type { BlkParams } from '../../virtio/blk.js';
 import {
   VHOST_USER_F_PROTOCOL_FEATURES_BIT,
+  VIRTIO_F_RING_PACKED_BIT,
   VIRTIO_RING_F_EVENT_IDX_BIT,
   VIRTIO_RING_F_INDIRECT_DESC_BIT,
   bit,
@@ -256,7 +257,10 @@ export class VhostUserSession {
       case Req.SET_VRING_NUM: {
         const q = this.vring(v.getUint32(0, true));
         const num = v.getUint32(4, true);
-        if (num < 1 || num > 32768 || (num & (num - 1)) !== 0) throw new Error(`queue size ${num} is not a power of two in 1..32768`);
+        // Split rings need a power of two; packed rings any size up to 2^15.
+        if (num < 1 || num > 32768 || (!this.packed() && (num & (num - 1)) !== 0)) {
+          throw new Error(`queue size ${num} is not ${this.packed() ? 'in' : 'a power of two in'} 1..32768`);
+        }
         if (q.running) throw new Error('SET_VRING_NUM on a running queue');
         q.num = num;
         return false;
@@ -273,7 +277,8 @@ export class VhostUserSession {
       case Req.SET_VRING_BASE: {
         const q = this.vring(v.getUint32(0, true));
         const base = v.getUint32(4, true);
-        if (base > 0xffff) throw new Error(`split ring base ${base} exceeds 16 bits`);
+        // Packed: next avail | wrap << 15 in the low half, next used | wrap << 15 in the high half.
+        if (!this.packed() && base > 0xffff) throw new Error(`split ring base ${base} exceeds 16 bits`);
         if (q.running) throw new Error('SET_VRING_BASE on a running queue');
         q.base = base;
         return false;
@@ -366,6 +371,10 @@ export class VhostUserSession {
     if (12 + len !== size) throw new ProtocolError(`config size ${len} does not match payload ${size}`);
     if (len === 0 || offset + len > 256) throw new Error(`config range ${offset}+${len} outside the 256-byte space`);
     return { offset, size: len };
+  }
+
+  private packed(): boolean {
+    return (this.features & bit(VIRTIO_F_RING_PACKED_BIT)) !== 0n;
   }
 
   private vring(index: number): Vring {
@@ -519,9 +528,10 @@ export class VhostUserSession {
     const q = this.vrings[index]!;
     if (q.running || !q.enabled || q.kickFd === UNSET || !q.addr || q.num === 0 || this.regions.length === 0) return;
     const a = q.addr;
+    const packed = this.packed();
     const desc = this.uvaToHost(a.desc, 16 * q.num);
-    const avail = this.uvaToHost(a.avail, 6 + 2 * q.num);
-    const used = this.uvaToHost(a.used, 6 + 8 * q.num);
+    const avail = this.uvaToHost(a.avail, packed ? 4 : 6 + 2 * q.num);
+    const used = this.uvaToHost(a.used, packed ? 4 : 6 + 8 * q.num);
     if (desc < 0 || avail < 0 || used < 0) throw new Error(`queue ${index}: ring addresses are outside the memory table`);
     const id = this.queueId(index);
     const spec: QueueSpec = {
@@ -529,13 +539,14 @@ export class VhostUserSession {
       device: `${this.ctx.name}#${this.serial}`,
       memory: { generation: this.memGeneration, regions: this.regionSpecs() },
       size: q.num,
+      packed,
       descAddr: desc,
       availAddr: avail,
       usedAddr: used,
       eventIdx: (this.features & bit(VIRTIO_RING_F_EVENT_IDX_BIT)) !== 0n,
       indirect: (this.features & bit(VIRTIO_RING_F_INDIRECT_DESC_BIT)) !== 0n,
-      lastAvail: q.base,
-      usedIdx: this.readUsedIdx(a.used),
+      lastAvail: packed ? q.base & 0xffff : q.base,
+      usedIdx: packed ? q.base >>> 16 : this.readUsedIdx(a.used),
       kickFd: q.kickFd,
       callFd: q.callFd >= 0 ? q.callFd : -1,
       bdev: this.ctx.bdev,
@@ -551,7 +562,7 @@ export class VhostUserSession {
       throw e;
     }
     q.running = { reactor, id };
-    this.log.info({ queue: index, size: q.num, reactor: reactor.index, base: q.base }, 'queue started');
+    this.log.info({ queue: index, size: q.num, packed, reactor: reactor.index, base: q.base }, 'queue started');
   }
 
   private async stopRing(index: number): Promise<void> {
@@ -560,7 +571,7 @@ export class VhostUserSession {
     const { reactor, id } = q.running;
     q.running = undefined;
     const st = await reactor.stopQueue(id);
-    q.base = st.lastAvail;
+    q.base = this.packed() ? (st.usedIdx * 0x10000 + st.lastAvail) >>> 0 : st.lastAvail;
     this.unregisterBroken.get(index)?.();
     this.unregisterBroken.delete(index);
     this.log.info({ queue: index, base: q.base }, 'queue stopped');

@@ -11,6 +11,12 @@ if [ -n "${SERIAL:-}" ]; then
   step "serial '$got'"
   [ "$got" = "$SERIAL" ] || fail "serial is '$got', expected '$SERIAL'"
 fi
+if [ "${PACKED:-0}" = 1 ]; then
+  # The virtio features string has one character per bit; VIRTIO_F_RING_PACKED is bit 34.
+  f=$(cat /sys/block/vda/device/features)
+  [ "${f:34:1}" = 1 ] || fail "packed ring not negotiated (features $f)"
+  step "packed virtqueues negotiated"
+fi
 step "discard_max_bytes $(cat /sys/block/vda/queue/discard_max_bytes) write_zeroes_max_bytes $(cat /sys/block/vda/queue/write_zeroes_max_bytes)"
 fs_roundtrip $DEV
 if [ "${FIO:-0}" = 1 ]; then bash "$VDX_SRC/test/e2e/guest/checks/fio-verify.sh"; fi

@@ -1,0 +1,247 @@
+// Packed virtqueue, device side (virtio 1.2 §2.8). One descriptor ring shared
+// by both sides; availability and use are told by the AVAIL/USED flag bits
+// against each side's wrap counter. Same hostile-input rules as the split ring:
+// a bad chain fails its request, a bad ring breaks the queue.
+import { E } from './errno.js';
+import type { GuestMemory } from './memory.js';
+import { BROKEN, NO_HEAD } from './split-ring.js';
+import { VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from './constants.js';
+
+export const VRING_PACKED_DESC_F_AVAIL = 1 << 7;
+export const VRING_PACKED_DESC_F_USED = 1 << 15;
+export const VRING_PACKED_EVENT_FLAG_ENABLE = 0;
+export const VRING_PACKED_EVENT_FLAG_DISABLE = 1;
+export const VRING_PACKED_EVENT_FLAG_DESC = 2;
+const WRAP_BIT = 1 << 15;
+const DESC = 16;
+const MAX_INDIRECT = 1024;
+
+export interface PackedRingLayout {
+  size: number;
+  desc: { window: number; offset: number };
+  /** driver event suppression area (the driver writes it) */
+  driver: { window: number; offset: number };
+  /** device event suppression area (we write it) */
+  device: { window: number; offset: number };
+}
+
+export function checkPackedLayout(mem: GuestMemory, l: PackedRingLayout): string | undefined {
+  if (!Number.isInteger(l.size) || l.size < 1 || l.size > 32768) return `queue size ${l.size} is not in 1..32768`;
+  const parts: [string, { window: number; offset: number }, number, number][] = [
+    ['descriptor ring', l.desc, DESC * l.size, 16],
+    ['driver area', l.driver, 4, 4],
+    ['device area', l.device, 4, 4],
+  ];
+  for (const [name, at, len, align] of parts) {
+    const w = mem.windows[at.window];
+    if (!w || at.offset < 0 || at.offset + len > w.lenBytes) return `${name} is outside guest memory`;
+    if ((w.hostAddr + at.offset) % align !== 0) return `${name} is not ${align}-byte aligned`;
+    if (name !== 'driver area' && w.readonly) return `${name} is in read-only memory`;
+  }
+  return undefined;
+}
+
+export class PackedRing {
+  readonly size: number;
+  private readonly dv: DataView;
+  private readonly base: number;
+  private readonly ring16: Uint16Array;
+  private readonly driverArea: Uint16Array;
+  private readonly deviceArea: Uint16Array;
+  /** next descriptor position we read, and the wrap counter it must carry */
+  private availPos: number;
+  private availWrap: number;
+  /** next position we write a used descriptor at, and our wrap counter */
+  private usedPos: number;
+  private usedWrap: number;
+  /** where the last interrupt decision left off (for EVENT_IDX) */
+  private signalledPos: number;
+  private signalledValid = false;
+  /** descriptors each in-flight buffer id took in the ring (its used entry advances by that) */
+  private readonly descCount: Uint16Array;
+  /** how the last pop() went: segment count or -errno */
+  lastChain = 0;
+  broken: string | undefined;
+
+  constructor(
+    private readonly mem: GuestMemory,
+    layout: PackedRingLayout,
+    readonly eventIdx: boolean,
+    readonly indirect: boolean,
+    /** vhost-user packed state: bits 0-14 next avail, bit 15 its wrap counter */
+    availState = WRAP_BIT,
+    /** bits 0-14 next used, bit 15 its wrap counter */
+    usedState = WRAP_BIT,
+  ) {
+    const bad = checkPackedLayout(mem, layout);
+    if (bad) throw new RangeError(bad);
+    this.size = layout.size;
+    const w = mem.windows[layout.desc.window]!;
+    this.dv = w.dv;
+    this.base = layout.desc.offset;
+    this.ring16 = new Uint16Array(w.buffer, layout.desc.offset, 8 * layout.size);
+    const dw = mem.windows[layout.driver.window]!;
+    this.driverArea = new Uint16Array(dw.buffer, layout.driver.offset, 2);
+    const vw = mem.windows[layout.device.window]!;
+    this.deviceArea = new Uint16Array(vw.buffer, layout.device.offset, 2);
+    this.availPos = (availState & 0x7fff) % this.size;
+    this.availWrap = availState & WRAP_BIT ? 1 : 0;
+    this.usedPos = (usedState & 0x7fff) % this.size;
+    this.usedWrap = usedState & WRAP_BIT ? 1 : 0;
+    this.signalledPos = this.usedPos;
+    this.descCount = new Uint16Array(layout.size);
+  }
+
+  /** vhost-user GET_VRING_BASE halves: next avail | wrap << 15, next used | wrap << 15. */
+  get lastAvail(): number {
+    return this.availPos | (this.availWrap ? WRAP_BIT : 0);
+  }
+  get usedIdx(): number {
+    return this.usedPos | (this.usedWrap ? WRAP_BIT : 0);
+  }
+
+  /** The flags word of descriptor `pos`, read with acquire semantics (it publishes the rest). */
+  private flagsAt(pos: number): number {
+    return Atomics.load(this.ring16, pos * 8 + 7);
+  }
+
+  availPending(): boolean {
+    const f = this.flagsAt(this.availPos);
+    return ((f & VRING_PACKED_DESC_F_AVAIL) !== 0) === (this.availWrap === 1) && ((f & VRING_PACKED_DESC_F_USED) !== 0) !== (this.availWrap === 1);
+  }
+
+  /**
+   * Take the next available buffer: returns its buffer id, NO_HEAD or BROKEN;
+   * its segments go to `segs` and lastChain says how mapping went (count or -errno).
+   */
+  pop(segs: Float64Array, maxSegs: number): number {
+    if (this.broken !== undefined) return BROKEN;
+    if (!this.availPending()) return NO_HEAD;
+    const size = this.size;
+    let pos = this.availPos;
+    let wrap = this.availWrap;
+    let count = 0;
+    let nseg = 0;
+    let err = 0;
+    let sawWritable = false;
+    let id = 0;
+    for (;;) {
+      if (++count > size) {
+        this.broken = `a descriptor chain runs longer than the ring (${size})`;
+        return BROKEN;
+      }
+      const at = this.base + pos * DESC;
+      const flags = this.dv.getUint16(at + 14, true);
+      // Every descriptor of a chain must be available in this lap.
+      if (count > 1 && ((flags & VRING_PACKED_DESC_F_AVAIL) !== 0) !== (wrap === 1)) {
+        this.broken = `descriptor ${pos} of a chain is not available`;
+        return BROKEN;
+      }
+      id = this.dv.getUint16(at + 12, true);
+      if (err === 0) err = this.mapOne(at, flags, segs, nseg, maxSegs, sawWritable);
+      if (err > 0) {
+        nseg = err;
+        err = 0;
+        if (flags & VRING_DESC_F_WRITE) sawWritable = true;
+      }
+      pos++;
+      if (pos === size) {
+        pos = 0;
+        wrap ^= 1;
+      }
+      if (!(flags & VRING_DESC_F_NEXT)) break;
+    }
+    if (id >= size) {
+      this.broken = `buffer id ${id} is beyond the ring size ${size}`;
+      return BROKEN;
+    }
+    this.availPos = pos;
+    this.availWrap = wrap;
+    this.descCount[id] = count;
+    this.lastChain = err < 0 ? err : nseg;
+    return id;
+  }
+
+  /** Map one ring descriptor (or the indirect table it points to); returns the new segment count or -errno. */
+  private mapOne(at: number, flags: number, segs: Float64Array, nseg: number, maxSegs: number, sawWritable: boolean): number {
+    const addrLo = this.dv.getUint32(at, true);
+    const addrHi = this.dv.getUint32(at + 4, true);
+    const len = this.dv.getUint32(at + 8, true);
+    if (addrHi >= 0x20_0000) return -E.EFAULT;
+    const addr = addrHi * 0x1_0000_0000 + addrLo;
+    if (flags & VRING_DESC_F_INDIRECT) {
+      if (!this.indirect || flags & VRING_DESC_F_NEXT) return -E.EINVAL;
+      if (len === 0 || len % DESC !== 0 || len / DESC > MAX_INDIRECT) return -E.EINVAL;
+      const t = this.mem.findGpaRange(addr, len);
+      if (t === undefined) return -E.EFAULT;
+      const dv = this.mem.windows[t.window]!.dv;
+      // An indirect table is a plain array, walked in order (§2.8.8): no NEXT, no nesting.
+      let n = nseg;
+      let writableSeen = sawWritable;
+      for (let i = 0; i < len / DESC; i++) {
+        const o = t.offset + i * DESC;
+        const f = dv.getUint16(o + 14, true);
+        const lo = dv.getUint32(o, true);
+        const hi = dv.getUint32(o + 4, true);
+        const l = dv.getUint32(o + 8, true);
+        if (f & VRING_DESC_F_INDIRECT) return -E.EINVAL;
+        if (hi >= 0x20_0000) return -E.EFAULT;
+        if (l === 0) return -E.EINVAL;
+        const w = f & VRING_DESC_F_WRITE ? 1 : 0;
+        if (!w && writableSeen) return -E.EINVAL;
+        if (w) writableSeen = true;
+        n = this.mem.mapGpa(hi * 0x1_0000_0000 + lo, l, w, segs, n, maxSegs);
+        if (n < 0) return n;
+      }
+      return n;
+    }
+    if (len === 0) return -E.EINVAL;
+    const w = flags & VRING_DESC_F_WRITE ? 1 : 0;
+    if (!w && sawWritable) return -E.EINVAL;
+    return this.mem.mapGpa(addr, len, w, segs, nseg, maxSegs);
+  }
+
+  /** Write the used descriptor for buffer `id` (visible at once: the flags store publishes it). */
+  push(id: number, lenBytes: number): void {
+    const at = this.base + this.usedPos * DESC;
+    this.dv.setUint16(at + 12, id, true);
+    this.dv.setUint32(at + 8, lenBytes, true);
+    const f = this.usedWrap ? VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED : 0;
+    // id and len before flags: the driver trusts them once it sees the flags.
+    Atomics.store(this.ring16, this.usedPos * 8 + 7, f);
+    const n = this.descCount[id] || 1;
+    this.usedPos += n;
+    if (this.usedPos >= this.size) {
+      this.usedPos -= this.size;
+      this.usedWrap ^= 1;
+    }
+  }
+
+  /** Does the driver want an interrupt for what was pushed since the last call? */
+  publish(): boolean {
+    const now = this.usedPos;
+    if (now === this.signalledPos && this.signalledValid) return false;
+    let old = this.signalledPos;
+    const valid = this.signalledValid;
+    this.signalledPos = now;
+    this.signalledValid = true;
+    const flags = Atomics.load(this.driverArea, 1);
+    if (!this.eventIdx || flags !== VRING_PACKED_EVENT_FLAG_DESC) return flags !== VRING_PACKED_EVENT_FLAG_DISABLE;
+    if (!valid) return true;
+    const offWrap = Atomics.load(this.driverArea, 0);
+    let off = offWrap & 0x7fff;
+    if (now <= old) old -= this.size;
+    if (offWrap >> 15 !== this.usedWrap) off -= this.size;
+    return ((now - off - 1) & 0xffff) < ((now - old) & 0xffff);
+  }
+
+  /** Ask for kicks (before sleeping; re-check availPending after) or tell the driver not to bother. */
+  setKicks(enabled: boolean): void {
+    if (enabled && this.eventIdx) {
+      Atomics.store(this.deviceArea, 0, this.availPos | (this.availWrap ? WRAP_BIT : 0));
+      Atomics.store(this.deviceArea, 1, VRING_PACKED_EVENT_FLAG_DESC);
+      return;
+    }
+    Atomics.store(this.deviceArea, 1, enabled ? VRING_PACKED_EVENT_FLAG_ENABLE : VRING_PACKED_EVENT_FLAG_DISABLE);
+  }
+}
