@@ -54,7 +54,8 @@ function images() {
 
 function peerCommand(peer, backend, socket, queues) {
   if (peer === 'vdx') {
-    const bdev = { null: 'null:size=1G', malloc: 'malloc:size=1G', file: `file:path=${FILE_IMG},direct=on` }[backend];
+    // malloc is populated like QSD's fallocated tmpfs file: both start with every page present.
+    const bdev = { null: 'null:size=1G', malloc: 'malloc:size=1G,populate=on', file: `file:path=${FILE_IMG},direct=on` }[backend];
     return [process.execPath, [join(REPO, 'dist/cli/main.js'), 'serve', '--bdev', `${bdev},name=d0`, '--export', `vhost-user:bdev=d0,socket=${socket},num-queues=${queues}`, '--rpc-socket', 'none', '--log-level', 'warn', '--log-format', 'json']];
   }
   const blockdev = {

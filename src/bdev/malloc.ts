@@ -2,7 +2,7 @@
 // Discard and unmapping write-zeroes give pages back (MADV_REMOVE).
 import { loadNative } from '../native/index.js';
 import { DeferredCompletions } from './deferred.js';
-import { checkKeys, parseBlockSize, parseSize } from './spec.js';
+import { checkKeys, parseBlockSize, parseBool, parseSize } from './spec.js';
 import { type BdevDesc, type BdevIo, type BdevModule, type Channel, IoOp } from './types.js';
 
 const PAGE = 4096;
@@ -16,9 +16,11 @@ class MallocChannel implements Channel {
   constructor(
     fd: number,
     private readonly sizeBytes: number,
+    populate: boolean,
   ) {
     const n = this.native;
-    this.map = n.mmap(fd, 0, sizeBytes, n.PROT_READ | n.PROT_WRITE, n.MAP_SHARED);
+    // populate: this reactor's page tables too, so no access ever faults.
+    this.map = n.mmap(fd, 0, sizeBytes, n.PROT_READ | n.PROT_WRITE, n.MAP_SHARED | (populate ? n.MAP_POPULATE : 0));
   }
 
   submit(io: BdevIo): number {
@@ -91,15 +93,22 @@ export const mallocBdev: BdevModule = {
     name: 'bdev name (required)',
     size: 'capacity, e.g. 1G (required); pages are allocated on first write',
     'block-size': 'logical block size: 512 or 4096 (default 512)',
+    populate: 'on: allocate all the memory at start, as a RAM disk does (no page faults on first access; default off)',
   },
   create(spec): BdevDesc {
     checkKeys('malloc', spec, mallocBdev.keys, ['name', 'size']);
+    const populate = parseBool('populate', spec.populate, false);
     const blockSize = parseBlockSize(spec['block-size']);
     const sizeBytes = parseSize('size', spec.size!, Math.max(blockSize, PAGE));
     const n = loadNative();
     const fd = n.memfdCreate(`vdx-malloc-${spec.name}`, n.MFD_CLOEXEC);
     try {
       n.ftruncate(fd, sizeBytes);
+      if (populate) {
+        // Fault every page into the memfd once; the pages stay after the unmap.
+        const m = n.mmap(fd, 0, sizeBytes, n.PROT_READ | n.PROT_WRITE, n.MAP_SHARED | n.MAP_POPULATE);
+        n.munmap(m.buffer, m.addr, sizeBytes);
+      }
     } catch (e) {
       n.close(fd);
       throw e;
@@ -114,11 +123,11 @@ export const mallocBdev: BdevModule = {
         caps: { flush: true, discard: true, writeZeroes: true },
         maxDiscardBytes: 1 << 30,
       },
-      params: { fd },
+      params: { fd, populate },
     };
   },
   open(desc): Channel {
-    return new MallocChannel(desc.params.fd as number, desc.info.sizeBytes);
+    return new MallocChannel(desc.params.fd as number, desc.info.sizeBytes, desc.params.populate === true);
   },
   destroy(desc): void {
     loadNative().close(desc.params.fd as number);
