@@ -77,17 +77,25 @@ export class Reactor {
 
   /** The reactor thread's whole life. */
   run(): void {
+    // Reading the clock costs more than an idle pass (the profile showed 16 % of
+    // the reactor in performance.now()), so idle passes are counted and the clock
+    // is read every IDLE_CHECK of them.
+    const IDLE_CHECK = 32;
+    let idlePasses = 0;
     while (this.running) {
       const work = this.iterate();
       if (work > 0) {
         this.idleSince = 0;
+        idlePasses = 0;
         continue;
       }
+      if (++idlePasses % IDLE_CHECK !== 0) continue;
       const now = performance.now();
       if (this.idleSince === 0) this.idleSince = now;
       if ((now - this.idleSince) * 1000 < this.init.idleSpinUs) continue;
       this.sleep();
       this.idleSince = 0;
+      idlePasses = 0;
     }
     this.close();
   }
