@@ -4,7 +4,8 @@
 // peer's vhost-user-blk export, alternating the order every round, medians of
 // the rounds. Writes results.md, results.json and chart.svg under results/.
 //
-//   npm run bench [-- --quick] [-- --seconds 3 --rounds 3 --out results/DIR]
+//   npm run bench [-- --quick] [-- --seconds 3 --rounds 3 --out results/DIR] [-- --guest]
+// --guest adds vdx vs QSD over VDUSE inside the bench guest (fio on /dev/vdX).
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -151,6 +152,43 @@ ${bars}
 `;
 }
 
+// ---------------------------------------------------------------- VDUSE in the guest
+
+/**
+ * Boot the bench guest once and compare vdx with QSD's vduse-blk export there
+ * (fio on /dev/vdX, alternating). TCG: only the ratio means anything.
+ */
+async function guestVduse() {
+  const { randomBytes } = await import('node:crypto');
+  const { mkdtempSync } = await import('node:fs');
+  const run = mkdtempSync(join(tmpdir(), 'vdx-bench-guest-'));
+  const nonce = randomBytes(8).toString('hex');
+  writeFileSync(join(run, 'script.sh'), `export VDX_SRC=/run/vdx-src VDX_CACHE=${CACHE} ROUNDS=${ROUNDS}\nexec bash "$VDX_SRC/scripts/bench/guest-vduse.sh"\n`);
+  writeFileSync(join(run, 'mounts'), 'vdxsrc /run/vdx-src ro\n');
+  const qemu = spawn('qemu-system-x86_64', [
+    '-accel', 'tcg,thread=multi', '-smp', '2', '-m', '2048M', '-nographic', '-no-reboot', '-nic', 'none',
+    '-kernel', join(CACHE, 'kernel/current/vmlinuz'), '-initrd', join(CACHE, 'initramfs.gz'),
+    '-append', `console=ttyS0 quiet loglevel=4 panic=-1 vdx_nonce=${nonce} vdx_run=1`,
+    '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap',
+    '-virtfs', `local,path=${run},mount_tag=vdxrun,security_model=passthrough,multidevs=remap`,
+    '-virtfs', `local,path=${REPO},mount_tag=vdxsrc,security_model=passthrough,readonly=on,multidevs=remap`,
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let text = '';
+  qemu.stdout.on('data', (d) => {
+    text += d;
+    const m = [...text.matchAll(/BENCH (\S+) (\d+)/g)];
+    progress(m.length, ROUNDS * 2, 'VDUSE in the guest (fio)');
+  });
+  const timer = setTimeout(() => qemu.kill('SIGKILL'), 30 * 60 * 1000);
+  await new Promise((r) => qemu.once('exit', r));
+  clearTimeout(timer);
+  rmSync(run, { recursive: true, force: true });
+  if (!text.includes(`@@VDX-END ${nonce} rc=0@@`)) throw new Error(`guest VDUSE bench failed:\n${text.slice(-3000)}`);
+  const iops = { 'vdx-vduse': [], 'qsd-vduse': [] };
+  for (const m of text.matchAll(/BENCH (\S+) (\d+)/g)) iops[m[1]].push(Number(m[2]));
+  return { vdx: median(iops['vdx-vduse']), qsd: median(iops['qsd-vduse']), runs: iops };
+}
+
 // ---------------------------------------------------------------- main
 
 const bin = client();
@@ -194,4 +232,18 @@ const lines = [
 writeFileSync(join(OUT, 'results.md'), lines.join('\n'));
 writeFileSync(join(OUT, 'results.json'), `${JSON.stringify({ seconds: SECONDS, rounds: ROUNDS, results }, null, 2)}\n`);
 writeFileSync(join(OUT, 'chart.svg'), chart(results));
+if (args.includes('--guest')) {
+  const g = await guestVduse();
+  const md = [
+    '',
+    '## VDUSE in the 6.12 bench guest (TCG)',
+    '',
+    `fio 4 KiB randread QD32 (libaio, O_DIRECT) on /dev/vdX, medians of ${ROUNDS}: vdx ${fmt(g.vdx)} IOPS, qemu-storage-daemon vduse-blk ${fmt(g.qsd)} IOPS, ratio ${fmt(g.vdx / g.qsd, 2)}. Under TCG only the ratio means anything.`,
+    '',
+  ];
+  lines.push(...md);
+  writeFileSync(join(OUT, 'results.md'), lines.join('\n'));
+  writeFileSync(join(OUT, 'guest-vduse.json'), `${JSON.stringify(g, null, 2)}\n`);
+  process.stdout.write(`${md.join('\n')}\n`);
+}
 process.stdout.write(`${lines.join('\n')}\nwritten to ${OUT}\n`);
