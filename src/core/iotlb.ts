@@ -1,10 +1,11 @@
-// Lazy IOTLB mapping for a reactor's view of VDUSE memory: the kernel creates
-// maps (the bounce buffer) after the driver is ready, so a miss asks the device
-// fd for the map covering the address (VDUSE_IOTLB_GET_FD, struct
-// vduse_iotlb_entry) and maps it here. Misses are rare; the hot path only pays
-// when one happens.
+// VDUSE IOTLB maps: the kernel hands out one fd per map (VDUSE_IOTLB_GET_FD on
+// struct vduse_iotlb_entry). The control plane resolves ring addresses with it
+// and each reactor resolves data buffers lazily on a miss, because the kernel
+// creates maps (the bounce buffer) only after the driver is ready. Both go
+// through mapIotlbEntry so the rules (per-address lookup, map from offset 0,
+// protection from perm) live in one place.
 import type { Mapping, NativeShim } from '../native/index.js';
-import type { GuestMemory } from '../virtio/memory.js';
+import type { GuestMemory, RegionSpec } from '../virtio/memory.js';
 
 export interface IotlbSource {
   /** the device fd and the ioctl that returns a map's fd */
@@ -12,12 +13,74 @@ export interface IotlbSource {
   request: number;
 }
 
+/** struct vduse_iotlb_entry, decoded */
+export interface IotlbEntry {
+  offset: bigint;
+  start: bigint;
+  last: bigint;
+  perm: number;
+}
+
+/** enum vduse_access_perm: VDUSE_ACCESS_RO */
 const ACCESS_RO = 1;
 
+/** struct vduse_iotlb_entry (32 bytes): in = [start, last], out = the first overlapping map. */
+export function iotlbBuffer(start: bigint, last: bigint): Uint8Array {
+  const b = new Uint8Array(32);
+  const v = new DataView(b.buffer);
+  v.setBigUint64(8, start, true);
+  v.setBigUint64(16, last, true);
+  return b;
+}
+
+export function decodeIotlb(b: Uint8Array): IotlbEntry {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return { offset: v.getBigUint64(0, true), start: v.getBigUint64(8, true), last: v.getBigUint64(16, true), perm: b[24]! };
+}
+
+/** One mapped IOTLB entry: a guest-memory region plus the mapping that backs it. */
+export interface IotlbRegion extends RegionSpec {
+  readonly: boolean;
+  map: Mapping;
+  mapLen: number;
+  entry: IotlbEntry;
+}
+
+/**
+ * Map the entry the kernel gives for `iova` (asked as [iova, iova], as libvduse
+ * does: entries may overlap, and stale ones can linger after a vhost-vdpa client
+ * left, so only a per-address lookup lets the kernel pick). Returns undefined when
+ * nothing maps `iova` or the entry is unusable.
+ */
+export function mapIotlbEntry(native: NativeShim, src: IotlbSource, iova: number): IotlbRegion | undefined {
+  const buf = iotlbBuffer(BigInt(iova), BigInt(iova));
+  const fd = native.ioctl(src.fd, src.request, buf);
+  if (fd < 0) return undefined;
+  try {
+    const entry = decodeIotlb(buf);
+    const size = entry.last - entry.start + 1n;
+    if (entry.start + size > BigInt(Number.MAX_SAFE_INTEGER) || entry.offset + size > BigInt(Number.MAX_SAFE_INTEGER)) return undefined;
+    // Only an entry that covers the address is progress (callers retry the lookup once).
+    if (BigInt(iova) < entry.start || BigInt(iova) > entry.last) return undefined;
+    const readonly = entry.perm === ACCESS_RO;
+    // Map from file offset 0 like libvduse: the entry's offset need not be page-aligned.
+    const mapLen = Number(entry.offset + size);
+    const map = native.mmap(fd, 0, mapLen, readonly ? native.PROT_READ : native.PROT_READ | native.PROT_WRITE, native.MAP_SHARED);
+    return { gpa: Number(entry.start), uva: -1, hostAddr: map.addr + Number(entry.offset), lenBytes: Number(size), readonly, map, mapLen, entry };
+  } catch {
+    return undefined;
+  } finally {
+    native.close(fd);
+  }
+}
+
+export function describeIotlb(e: IotlbEntry): Record<string, string | number> {
+  return { iova: `0x${e.start.toString(16)}`, last: `0x${e.last.toString(16)}`, offset: `0x${e.offset.toString(16)}`, perm: e.perm };
+}
+
+/** A reactor's lazy view of VDUSE memory: a GuestMemory miss maps the entry covering the address. */
 export class IotlbMapper {
-  private readonly maps: { map: Mapping; len: number }[] = [];
-  private readonly entry = new Uint8Array(32);
-  private readonly dv = new DataView(this.entry.buffer);
+  private readonly regions: IotlbRegion[] = [];
 
   constructor(
     private readonly native: NativeShim,
@@ -29,37 +92,17 @@ export class IotlbMapper {
   }
 
   private miss(gpa: number): boolean {
-    const n = this.native;
-    this.entry.fill(0);
-    this.dv.setBigUint64(8, BigInt(gpa), true); // start
-    this.dv.setBigUint64(16, BigInt(gpa), true); // last
-    const fd = n.ioctl(this.src.fd, this.src.request, this.entry);
-    if (fd < 0) return false;
-    try {
-      const offset = this.dv.getBigUint64(0, true);
-      const start = this.dv.getBigUint64(8, true);
-      const last = this.dv.getBigUint64(16, true);
-      const readonly = this.entry[24] === ACCESS_RO;
-      const size = last - start + 1n;
-      this.log(`IOTLB miss at 0x${gpa.toString(16)}: map [0x${start.toString(16)}, 0x${last.toString(16)}] offset 0x${offset.toString(16)} perm ${this.entry[24]}`);
-      if (start + size > BigInt(Number.MAX_SAFE_INTEGER) || offset + size > BigInt(Number.MAX_SAFE_INTEGER)) return false;
-      // Only an entry that covers the address is progress (a lookup retries once).
-      if (BigInt(gpa) < start || BigInt(gpa) > last) return false;
-      const len = Number(offset + size);
-      const map = n.mmap(fd, 0, len, readonly ? n.PROT_READ : n.PROT_READ | n.PROT_WRITE, n.MAP_SHARED);
-      this.maps.push({ map, len });
-      this.mem.addRegion({ gpa: Number(start), uva: -1, hostAddr: map.addr + Number(offset), lenBytes: Number(size), readonly });
-      return true;
-    } catch {
-      return false;
-    } finally {
-      n.close(fd);
-    }
+    const r = mapIotlbEntry(this.native, this.src, gpa);
+    if (!r) return false;
+    this.log(`IOTLB miss at 0x${gpa.toString(16)}: ${JSON.stringify(describeIotlb(r.entry))}`);
+    this.regions.push(r);
+    this.mem.addRegion({ gpa: r.gpa, uva: -1, hostAddr: r.hostAddr, lenBytes: r.lenBytes, readonly: r.readonly });
+    return true;
   }
 
   /** Unmap what this mapper added (the GuestMemory views over it must be detached first). */
   close(): void {
-    for (const m of this.maps) this.native.munmap(m.map.buffer, m.map.addr, m.len);
-    this.maps.length = 0;
+    for (const r of this.regions) this.native.munmap(r.map.buffer, r.map.addr, r.mapLen);
+    this.regions.length = 0;
   }
 }

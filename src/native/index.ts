@@ -12,6 +12,18 @@ export interface Mapping {
   addr: number;
 }
 
+/**
+ * The little-endian u16 at host address `addr` in whichever of `maps` holds it,
+ * or undefined. Control-plane use only (it scans): e.g. a ring's used index.
+ */
+export function readMappedU16(maps: Iterable<Mapping>, addr: number): number | undefined {
+  for (const m of maps) {
+    const off = addr - m.addr;
+    if (off >= 0 && off + 2 <= m.buffer.byteLength) return new DataView(m.buffer).getUint16(off, true);
+  }
+  return undefined;
+}
+
 export interface UringSetup {
   fd: number;
   features: number;

@@ -3,6 +3,7 @@
 // against each side's wrap counter. Same hostile-input rules as the split ring:
 // a bad chain fails its request, a bad ring breaks the queue.
 import { E } from './errno.js';
+import { DESC_SIZE, findIndirectTable, mapDataDescriptor, type IndirectTable } from './descriptor.js';
 import type { GuestMemory } from './memory.js';
 import { BROKEN, NO_HEAD } from './split-ring.js';
 import { VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from './constants.js';
@@ -13,8 +14,6 @@ export const VRING_PACKED_EVENT_FLAG_ENABLE = 0;
 export const VRING_PACKED_EVENT_FLAG_DISABLE = 1;
 export const VRING_PACKED_EVENT_FLAG_DESC = 2;
 const WRAP_BIT = 1 << 15;
-const DESC = 16;
-const MAX_INDIRECT = 1024;
 
 export interface PackedRingLayout {
   size: number;
@@ -28,7 +27,7 @@ export interface PackedRingLayout {
 export function checkPackedLayout(mem: GuestMemory, l: PackedRingLayout): string | undefined {
   if (!Number.isInteger(l.size) || l.size < 1 || l.size > 32768) return `queue size ${l.size} is not in 1..32768`;
   const parts: [string, { window: number; offset: number }, number, number][] = [
-    ['descriptor ring', l.desc, DESC * l.size, 16],
+    ['descriptor ring', l.desc, DESC_SIZE * l.size, 16],
     ['driver area', l.driver, 4, 4],
     ['device area', l.device, 4, 4],
   ];
@@ -62,6 +61,7 @@ export class PackedRing {
   /** how the last pop() went: segment count or -errno */
   lastChain = 0;
   broken: string | undefined;
+  private readonly table: IndirectTable = { window: 0, offset: 0, entries: 0 };
 
   constructor(
     private readonly mem: GuestMemory,
@@ -130,7 +130,7 @@ export class PackedRing {
         this.broken = `a descriptor chain runs longer than the ring (${size})`;
         return BROKEN;
       }
-      const at = this.base + pos * DESC;
+      const at = this.base + pos * DESC_SIZE;
       const flags = this.dv.getUint16(at + 14, true);
       // Every descriptor of a chain must be available in this lap.
       if (count > 1 && ((flags & VRING_PACKED_DESC_F_AVAIL) !== 0) !== (wrap === 1)) {
@@ -164,46 +164,32 @@ export class PackedRing {
 
   /** Map one ring descriptor (or the indirect table it points to); returns the new segment count or -errno. */
   private mapOne(at: number, flags: number, segs: Float64Array, nseg: number, maxSegs: number, sawWritable: boolean): number {
-    const addrLo = this.dv.getUint32(at, true);
-    const addrHi = this.dv.getUint32(at + 4, true);
-    const len = this.dv.getUint32(at + 8, true);
-    if (addrHi >= 0x20_0000) return -E.EFAULT;
-    const addr = addrHi * 0x1_0000_0000 + addrLo;
-    if (flags & VRING_DESC_F_INDIRECT) {
-      if (!this.indirect || flags & VRING_DESC_F_NEXT) return -E.EINVAL;
-      if (len === 0 || len % DESC !== 0 || len / DESC > MAX_INDIRECT) return -E.EINVAL;
-      const t = this.mem.findGpaRange(addr, len);
-      if (t === undefined) return -E.EFAULT;
-      const dv = this.mem.windows[t.window]!.dv;
-      // An indirect table is a plain array, walked in order (§2.8.8): no NEXT, no nesting.
-      let n = nseg;
-      let writableSeen = sawWritable;
-      for (let i = 0; i < len / DESC; i++) {
-        const o = t.offset + i * DESC;
-        const f = dv.getUint16(o + 14, true);
-        const lo = dv.getUint32(o, true);
-        const hi = dv.getUint32(o + 4, true);
-        const l = dv.getUint32(o + 8, true);
-        if (f & VRING_DESC_F_INDIRECT) return -E.EINVAL;
-        if (hi >= 0x20_0000) return -E.EFAULT;
-        if (l === 0) return -E.EINVAL;
-        const w = f & VRING_DESC_F_WRITE ? 1 : 0;
-        if (!w && writableSeen) return -E.EINVAL;
-        if (w) writableSeen = true;
-        n = this.mem.mapGpa(hi * 0x1_0000_0000 + lo, l, w, segs, n, maxSegs);
-        if (n < 0) return n;
-      }
-      return n;
+    if (!(flags & VRING_DESC_F_INDIRECT)) {
+      return mapDataDescriptor(this.mem, this.dv, at, flags & VRING_DESC_F_WRITE ? 1 : 0, sawWritable, segs, nseg, maxSegs);
     }
-    if (len === 0) return -E.EINVAL;
-    const w = flags & VRING_DESC_F_WRITE ? 1 : 0;
-    if (!w && sawWritable) return -E.EINVAL;
-    return this.mem.mapGpa(addr, len, w, segs, nseg, maxSegs);
+    if (!this.indirect || flags & VRING_DESC_F_NEXT) return -E.EINVAL;
+    const t = this.table;
+    const rc = findIndirectTable(this.mem, this.dv, at, t);
+    if (rc < 0) return rc;
+    const dv = this.mem.windows[t.window]!.dv;
+    // An indirect table is a plain array, walked in order (§2.8.8): no NEXT, no nesting.
+    let n = nseg;
+    let writableSeen = sawWritable;
+    for (let i = 0; i < t.entries; i++) {
+      const o = t.offset + i * DESC_SIZE;
+      const f = dv.getUint16(o + 14, true);
+      if (f & VRING_DESC_F_INDIRECT) return -E.EINVAL;
+      const w = f & VRING_DESC_F_WRITE ? 1 : 0;
+      n = mapDataDescriptor(this.mem, dv, o, w, writableSeen, segs, n, maxSegs);
+      if (n < 0) return n;
+      if (w) writableSeen = true;
+    }
+    return n;
   }
 
   /** Write the used descriptor for buffer `id` (visible at once: the flags store publishes it). */
   push(id: number, lenBytes: number): void {
-    const at = this.base + this.usedPos * DESC;
+    const at = this.base + this.usedPos * DESC_SIZE;
     this.dv.setUint16(at + 12, id, true);
     this.dv.setUint32(at + 8, lenBytes, true);
     const f = this.usedWrap ? VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED : 0;

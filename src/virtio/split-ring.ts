@@ -9,16 +9,11 @@ import {
   VRING_DESC_F_WRITE,
   VRING_USED_F_NO_NOTIFY,
 } from './constants.js';
+import { DESC_SIZE, findIndirectTable, mapDataDescriptor, type IndirectTable } from './descriptor.js';
 import type { GuestMemory } from './memory.js';
 import type { Virtqueue } from './virtqueue.js';
 
-export const DESC_SIZE = 16;
-/**
- * Largest indirect table we follow. Linux sizes indirect tables by seg_max, not
- * by the queue size, so a 128-entry queue may carry a 256-entry table; loops are
- * still caught by counting steps against the table size.
- */
-export const MAX_INDIRECT = 1024;
+export { DESC_SIZE, MAX_INDIRECT } from './descriptor.js';
 
 /** Where the three parts of a split ring live: window index and byte offset for each. */
 export interface SplitRingLayout {
@@ -70,6 +65,7 @@ export class SplitRing implements Virtqueue {
   private publishedUsed: number;
   /** why the ring is unusable; set once, never cleared */
   broken: string | undefined;
+  private readonly table: IndirectTable = { window: 0, offset: 0, entries: 0 };
 
   constructor(
     private readonly mem: GuestMemory,
@@ -145,36 +141,27 @@ export class SplitRing implements Virtqueue {
     for (;;) {
       if (++steps > tableSize) return -E.ELOOP;
       const at = base + idx * DESC_SIZE;
-      const addrLo = dv.getUint32(at, true);
-      const addrHi = dv.getUint32(at + 4, true);
-      const len = dv.getUint32(at + 8, true);
       const flags = dv.getUint16(at + 12, true);
-      const next = dv.getUint16(at + 14, true);
-      // No mapping lives at or above 2^53, so such an address is simply unmapped.
-      if (addrHi >= 0x20_0000) return -E.EFAULT;
-      const addr = addrHi * 0x1_0000_0000 + addrLo;
       if (flags & VRING_DESC_F_INDIRECT) {
         if (!this.indirect || inIndirect || flags & VRING_DESC_F_NEXT) return -E.EINVAL;
-        if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > MAX_INDIRECT) return -E.EINVAL;
-        const t = this.mem.findGpaRange(addr, len);
-        if (t === undefined) return -E.EFAULT;
+        const t = this.table;
+        const rc = findIndirectTable(this.mem, dv, at, t);
+        if (rc < 0) return rc;
         dv = this.mem.windows[t.window]!.dv;
         base = t.offset;
-        tableSize = len / DESC_SIZE;
+        tableSize = t.entries;
         idx = 0;
         steps = 0;
         inIndirect = true;
         continue;
       }
-      if (len === 0) return -E.EINVAL;
       const writable = flags & VRING_DESC_F_WRITE ? 1 : 0;
-      // §2.7.4.2: device-readable descriptors all come before device-writable ones.
-      if (!writable && sawWritable) return -E.EINVAL;
-      if (writable) sawWritable = true;
-      const n = this.mem.mapGpa(addr, len, writable, segs, nseg, maxSegs);
+      const n = mapDataDescriptor(this.mem, dv, at, writable, sawWritable, segs, nseg, maxSegs);
       if (n < 0) return n;
       nseg = n;
+      if (writable) sawWritable = true;
       if (!(flags & VRING_DESC_F_NEXT)) return nseg;
+      const next = dv.getUint16(at + 14, true);
       if (next >= tableSize) return -E.EINVAL;
       idx = next;
     }

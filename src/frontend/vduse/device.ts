@@ -5,10 +5,11 @@
 import { closeSync, constants as FS, existsSync, openSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { QueueHost, QueuePlacer } from '../../core/reactor-pool.js';
+import { describeIotlb, mapIotlbEntry, type IotlbRegion } from '../../core/iotlb.js';
 import type { QueueSpec } from '../../core/messages.js';
 import type { BdevDesc } from '../../bdev/types.js';
-import type { FdWatcher, Mapping, NativeShim } from '../../native/index.js';
-import { E, errnoName } from '../../native/index.js';
+import type { FdWatcher, NativeShim } from '../../native/index.js';
+import { E, errnoName, readMappedU16 } from '../../native/index.js';
 import type { BlkParams } from '../../virtio/blk.js';
 import { blkConfig, blkFeatures, type BlkExportOptions } from '../../virtio/blk-config.js';
 import {
@@ -19,10 +20,8 @@ import {
   VIRTIO_RING_F_INDIRECT_DESC_BIT,
   bit,
 } from '../../virtio/constants.js';
-import type { RegionSpec } from '../../virtio/memory.js';
 import { VDPA_MODULE_HINT } from '../../vdpa/client.js';
 import {
-  VDUSE_ACCESS_RO,
   VDUSE_API_VERSION,
   VDUSE_CREATE_DEV,
   VDUSE_DESTROY_DEV,
@@ -42,7 +41,6 @@ import {
   VDUSE_VQ_SETUP,
   VDUSE_VQ_SETUP_KICKFD,
   type VduseRequest,
-  decodeIotlb,
   decodeRequest,
   decodeVqInfo,
   encodeDevConfig,
@@ -50,18 +48,12 @@ import {
   encodeResponse,
   encodeVqConfig,
   encodeVqEventfd,
-  iotlbBuffer,
   vqInfoBuffer,
 } from './proto.js';
 
 export const VDUSE_CONTROL = '/dev/vduse/control';
 const VIRTIO_ID_BLOCK = 2;
 const VQ_ALIGN = 4096;
-
-interface Region extends RegionSpec {
-  map: Mapping;
-  mapLen: number;
-}
 
 interface Vq {
   kickFd: number;
@@ -90,7 +82,7 @@ export class VduseDevice {
   private readonly rx = new Uint8Array(VDUSE_MSG_SIZE);
   private chain: Promise<void> = Promise.resolve();
   private status = 0;
-  private regions: Region[] = [];
+  private regions: IotlbRegion[] = [];
   private readonly vqs: Vq[] = [];
   private readonly offered: bigint;
   private config: Uint8Array;
@@ -272,34 +264,14 @@ export class VduseDevice {
 
   // ------------------------------------------------------------- memory
 
-  /**
-   * Map the IOTLB entry the kernel gives for `iova` (VDUSE_IOTLB_GET_FD on
-   * [iova, iova], as libvduse does). Entries may overlap, and stale ones can
-   * linger after a vhost-vdpa client left; asking per address lets the kernel
-   * pick, and the reactors resolve data buffers the same way, lazily.
-   */
+  /** Make sure the IOTLB entry covering `iova` is mapped (see mapIotlbEntry). */
   private resolve(iova: bigint): boolean {
-    const n = this.ctx.native;
     if (this.regions.some((r) => iova >= BigInt(r.gpa) && iova < BigInt(r.gpa + r.lenBytes))) return true;
-    const buf = iotlbBuffer(iova, iova);
-    const fd = n.ioctl(this.dev, VDUSE_IOTLB_GET_FD, buf);
-    if (fd < 0) return false;
-    const e = decodeIotlb(buf);
-    try {
-      const size = e.last - e.start + 1n;
-      if (e.start + size > BigInt(Number.MAX_SAFE_INTEGER) || e.offset + size > BigInt(Number.MAX_SAFE_INTEGER)) return false;
-      if (iova < e.start || iova > e.last) return false;
-      const readonly = e.perm === VDUSE_ACCESS_RO;
-      const prot = readonly ? n.PROT_READ : n.PROT_READ | n.PROT_WRITE;
-      // Map from file offset 0 like libvduse: the entry offset need not be page-aligned.
-      const mapLen = Number(e.offset + size);
-      const map = n.mmap(fd, 0, mapLen, prot, n.MAP_SHARED);
-      this.regions.push({ gpa: Number(e.start), uva: -1, hostAddr: map.addr + Number(e.offset), lenBytes: Number(size), readonly, map, mapLen });
-      this.log.debug({ iova: `0x${e.start.toString(16)}`, last: `0x${e.last.toString(16)}`, offset: `0x${e.offset.toString(16)}`, perm: e.perm }, 'IOTLB map');
-      return true;
-    } finally {
-      n.close(fd);
-    }
+    const r = mapIotlbEntry(this.ctx.native, { fd: this.dev, request: VDUSE_IOTLB_GET_FD }, Number(iova));
+    if (!r) return false;
+    this.regions.push(r);
+    this.log.debug(describeIotlb(r.entry), 'IOTLB map');
+    return true;
   }
 
   private unmapAll(): void {
@@ -314,14 +286,6 @@ export class VduseDevice {
       if (a >= r.gpa && a + len <= r.gpa + r.lenBytes) return writable && r.readonly ? -1 : r.hostAddr + (a - r.gpa);
     }
     return -1;
-  }
-
-  private readUsedIdx(hostAddr: number): number {
-    for (const r of this.regions) {
-      const off = hostAddr - r.map.addr;
-      if (off >= 0 && off + 4 <= r.mapLen) return new DataView(r.map.buffer).getUint16(off + 2, true);
-    }
-    return 0;
   }
 
   // ------------------------------------------------------------- queues
@@ -363,7 +327,7 @@ export class VduseDevice {
         eventIdx: (features & bit(VIRTIO_RING_F_EVENT_IDX_BIT)) !== 0n,
         indirect: (features & bit(VIRTIO_RING_F_INDIRECT_DESC_BIT)) !== 0n,
         lastAvail: vq.resume ? vq.lastAvail : r.availIndex,
-        usedIdx: this.readUsedIdx(r.used),
+        usedIdx: readMappedU16(this.regions.map((m) => m.map), r.used + 2) ?? 0,
         kickFd: vq.kickFd,
         callFd: -1,
         irq: { fd: this.dev, request: VDUSE_VQ_INJECT_IRQ, arg: r.i },

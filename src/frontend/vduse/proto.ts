@@ -109,26 +109,8 @@ export function decodeVqInfo(b: Uint8Array): VqInfo {
   };
 }
 
-export interface IotlbEntry {
-  offset: bigint;
-  start: bigint;
-  last: bigint;
-  perm: number;
-}
-
-/** struct vduse_iotlb_entry (32 bytes): in = [start, last], out = the first overlapping map. */
-export function iotlbBuffer(start: bigint, last: bigint): Uint8Array {
-  const b = new Uint8Array(32);
-  const v = new DataView(b.buffer);
-  v.setBigUint64(8, start, true);
-  v.setBigUint64(16, last, true);
-  return b;
-}
-
-export function decodeIotlb(b: Uint8Array): IotlbEntry {
-  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  return { offset: v.getBigUint64(0, true), start: v.getBigUint64(8, true), last: v.getBigUint64(16, true), perm: b[24]! };
-}
+// struct vduse_iotlb_entry is shared with the reactors' lazy IOTLB mapper.
+export { iotlbBuffer, decodeIotlb, type IotlbEntry } from '../../core/iotlb.js';
 
 export type VduseRequest =
   | { type: typeof VDUSE_GET_VQ_STATE; id: number; index: number }

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { QueueHost, QueuePlacer } from '../../core/reactor-pool.js';
 import type { QueueSpec } from '../../core/messages.js';
 import type { FdWatcher, Mapping, NativeShim } from '../../native/index.js';
+import { readMappedU16 } from '../../native/index.js';
 import type { BdevDesc } from '../../bdev/types.js';
 import type { BlkParams } from '../../virtio/blk.js';
 import {
@@ -506,16 +507,6 @@ export class VhostUserSession {
     return -1;
   }
 
-  /** The used index the driver currently sees, read from guest memory. */
-  private readUsedIdx(uva: number): number {
-    for (const r of this.regions) {
-      if (uva >= r.uva && uva + 4 <= r.uva + r.size) {
-        return new DataView(r.map.buffer).getUint16(r.mmapOffset + (uva - r.uva) + 2, true);
-      }
-    }
-    return 0;
-  }
-
   // ------------------------------------------------------------- rings
 
   private queueId(index: number): string {
@@ -546,7 +537,7 @@ export class VhostUserSession {
       eventIdx: (this.features & bit(VIRTIO_RING_F_EVENT_IDX_BIT)) !== 0n,
       indirect: (this.features & bit(VIRTIO_RING_F_INDIRECT_DESC_BIT)) !== 0n,
       lastAvail: packed ? q.base & 0xffff : q.base,
-      usedIdx: packed ? q.base >>> 16 : this.readUsedIdx(a.used),
+      usedIdx: packed ? q.base >>> 16 : readMappedU16(this.regions.map((r) => r.map), used + 2) ?? 0,
       kickFd: q.kickFd,
       callFd: q.callFd >= 0 ? q.callFd : -1,
       bdev: this.ctx.bdev,
