@@ -4,8 +4,13 @@
 // peer's vhost-user-blk export, alternating the order every round, medians of
 // the rounds. Writes results.md, results.json and chart.svg under results/.
 //
-//   npm run bench [-- --quick] [-- --seconds 3 --rounds 3 --out results/DIR] [-- --guest]
+//   npm run bench [-- --quick] [-- --seconds 3 --rounds 3 --out results/DIR] [-- --guest] [-- --packed]
 // --guest adds vdx vs QSD over VDUSE inside the bench guest (fio on /dev/vdX).
+// --packed adds packed vs split virtqueues with QEMU's vhost-user-blk-pci and fio in a guest.
+// Narrow the matrix with --backends null,malloc --rws read --qds 1,32 --queues 1;
+// pass options to vdx with --vdx-args "--idle-spin-us 50"; compare this tree with
+// another vdx build instead of QSD with --ab DIR (a checkout with dist/ built;
+// --ab . with --base-args "..." compares two settings of this build).
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -26,10 +31,21 @@ const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
 const OUT = resolve(opt('out', join(REPO, 'results', `bench-${stamp}`)));
 const SIZE = 1 << 30;
 
-const BACKENDS = quick ? ['null', 'malloc'] : ['null', 'malloc', 'file'];
-const RWS = quick ? ['read'] : ['read', 'write'];
-const QDS = quick ? [1, 32] : [1, 32, 128];
-const QUEUES = quick ? [1] : [1, 2];
+const list = (name, dflt) => (opt(name) === undefined ? dflt : opt(name).split(','));
+const BACKENDS = list('backends', quick ? ['null', 'malloc'] : ['null', 'malloc', 'file']);
+const RWS = list('rws', quick ? ['read'] : ['read', 'write']);
+const QDS = list('qds', quick ? [1, 32] : [1, 32, 128]).map(Number);
+const QUEUES = list('queues', quick ? [1] : [1, 2]).map(Number);
+const VDX_ARGS = (opt('vdx-args') ?? '').split(' ').filter(Boolean);
+const BASE_ARGS = (opt('base-args') ?? opt('vdx-args') ?? '').split(' ').filter(Boolean);
+const AB = opt('ab') === undefined ? undefined : resolve(opt('ab'));
+for (const b of BACKENDS) if (!['null', 'malloc', 'file'].includes(b)) throw new Error(`--backends: unknown backend '${b}'; known: null, malloc, file`);
+for (const rw of RWS) if (!['read', 'write'].includes(rw)) throw new Error(`--rws: '${rw}' is neither read nor write`);
+for (const n of [...QDS, ...QUEUES]) if (!Number.isInteger(n) || n < 1) throw new Error(`--qds/--queues take positive whole numbers, not '${n}'`);
+if (AB && !existsSync(join(AB, 'dist/cli/main.js'))) throw new Error(`--ab ${AB}: no dist/cli/main.js there (run npm ci && npm run build in it)`);
+/** The second peer: qemu-storage-daemon, or with --ab another vdx build ("base"). */
+const OTHER = AB ? 'base' : 'qsd';
+const NAMES = { vdx: 'vdx', qsd: 'QSD', base: `vdx@${AB ? AB.split('/').pop() : ''}${BASE_ARGS.length ? ` (${BASE_ARGS.join(' ')})` : ''}` };
 
 // ---------------------------------------------------------------- setup
 
@@ -54,10 +70,11 @@ function images() {
 }
 
 function peerCommand(peer, backend, socket, queues) {
-  if (peer === 'vdx') {
+  if (peer === 'vdx' || peer === 'base') {
     // malloc is populated like QSD's fallocated tmpfs file: both start with every page present.
     const bdev = { null: 'null:size=1G', malloc: 'malloc:size=1G,populate=on', file: `file:path=${FILE_IMG},direct=on` }[backend];
-    return [process.execPath, [join(REPO, 'dist/cli/main.js'), 'serve', '--bdev', `${bdev},name=d0`, '--export', `vhost-user:bdev=d0,socket=${socket},num-queues=${queues}`, '--rpc-socket', 'none', '--log-level', 'warn', '--log-format', 'json']];
+    const root = peer === 'base' ? AB : REPO;
+    return [process.execPath, [join(root, 'dist/cli/main.js'), 'serve', '--bdev', `${bdev},name=d0`, '--export', `vhost-user:bdev=d0,socket=${socket},num-queues=${queues}`, '--rpc-socket', 'none', '--log-level', 'warn', '--log-format', 'json', ...(peer === 'base' ? BASE_ARGS : VDX_ARGS)]];
   }
   const blockdev = {
     null: `null-co,node-name=d0,size=${SIZE}`,
@@ -66,6 +83,9 @@ function peerCommand(peer, backend, socket, queues) {
   }[backend];
   return ['qemu-storage-daemon', ['--object', 'iothread,id=io0', '--blockdev', blockdev, '--export', `vhost-user-blk,id=e0,node-name=d0,addr.type=unix,addr.path=${socket},writable=on,num-queues=${queues},iothread=io0`]];
 }
+
+/** Peak resident memory of a process (VmHWM), MiB. */
+const peakRssMiB = (pid) => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
 
 const ticks = (pid) => {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
@@ -101,6 +121,7 @@ async function runOne(bin, peer, cfg) {
     const wall = (performance.now() - s0) / 1000;
     const r = JSON.parse(out.trim().split('\n').pop());
     r.daemon_cpu = (ticks(child.pid) - t0) / 100 / wall;
+    r.daemon_rss_mib = peakRssMiB(child.pid);
     return r;
   } catch (e) {
     throw new Error(`${peer} ${JSON.stringify(cfg)}: ${e.message}\n${err.slice(-2000)}`);
@@ -133,20 +154,20 @@ function chart(rows) {
   const barH = 14;
   const gap = 10;
   const left = 260;
-  const max = Math.max(...rows.flatMap((r) => [r.vdx.iops, r.qsd.iops]), 1);
+  const max = Math.max(...rows.flatMap((r) => [r.vdx.iops, r[OTHER].iops]), 1);
   const h = rows.length * (2 * barH + gap) + 60;
   const bars = rows
     .map((r, i) => {
       const y = 40 + i * (2 * barH + gap);
       const wv = ((W - left - 80) * r.vdx.iops) / max;
-      const wq = ((W - left - 80) * r.qsd.iops) / max;
+      const wq = ((W - left - 80) * r[OTHER].iops) / max;
       return `<text x="${left - 8}" y="${y + barH + 4}" text-anchor="end" font-size="12">${r.label}</text>
 <rect x="${left}" y="${y}" width="${wv.toFixed(1)}" height="${barH}" fill="#2a7ab9"/><text x="${left + wv + 4}" y="${y + 11}" font-size="10">${Math.round(r.vdx.iops / 1000)}k</text>
-<rect x="${left}" y="${y + barH}" width="${wq.toFixed(1)}" height="${barH}" fill="#c0504d"/><text x="${left + wq + 4}" y="${y + barH + 11}" font-size="10">${Math.round(r.qsd.iops / 1000)}k</text>`;
+<rect x="${left}" y="${y + barH}" width="${wq.toFixed(1)}" height="${barH}" fill="#c0504d"/><text x="${left + wq + 4}" y="${y + barH + 11}" font-size="10">${Math.round(r[OTHER].iops / 1000)}k</text>`;
     })
     .join('\n');
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${h}" font-family="sans-serif">
-<text x="10" y="20" font-size="14">4 KiB random I/O, IOPS (medians of ${ROUNDS}): <tspan fill="#2a7ab9">vdx</tspan> vs <tspan fill="#c0504d">qemu-storage-daemon</tspan>, libblkio client</text>
+<text x="10" y="20" font-size="14">4 KiB random I/O, IOPS (medians of ${ROUNDS}): <tspan fill="#2a7ab9">vdx</tspan> vs <tspan fill="#c0504d">${AB ? NAMES.base : 'qemu-storage-daemon'}</tspan>, libblkio client</text>
 ${bars}
 </svg>
 `;
@@ -199,34 +220,35 @@ const total = configs.length * ROUNDS * 2;
 let done = 0;
 const results = [];
 for (const cfg of configs) {
-  const runs = { vdx: [], qsd: [] };
+  const runs = { vdx: [], [OTHER]: [] };
   for (let round = 0; round < ROUNDS; round++) {
     // Alternate who goes first: this machine's noise drifts over seconds.
-    const order = (round + configs.indexOf(cfg)) % 2 ? ['qsd', 'vdx'] : ['vdx', 'qsd'];
+    const order = (round + configs.indexOf(cfg)) % 2 ? [OTHER, 'vdx'] : ['vdx', OTHER];
     for (const peer of order) {
       progress(done, total, `${peer} ${cfg.backend} rand${cfg.rw} qd${cfg.qd} q${cfg.queues}`);
       runs[peer].push(await runOne(bin, peer, cfg));
       done++;
     }
   }
-  const med = (peer) => Object.fromEntries(['iops', 'p50_us', 'p99_us', 'client_cpu', 'daemon_cpu'].map((k) => [k, median(runs[peer].map((r) => r[k]))]));
-  results.push({ ...cfg, label: `${cfg.backend} rand${cfg.rw} qd${cfg.qd} q${cfg.queues}`, vdx: med('vdx'), qsd: med('qsd'), runs });
+  const med = (peer) => Object.fromEntries(['iops', 'p50_us', 'p99_us', 'client_cpu', 'daemon_cpu', 'daemon_rss_mib'].map((k) => [k, median(runs[peer].map((r) => r[k]))]));
+  results.push({ ...cfg, label: `${cfg.backend} rand${cfg.rw} qd${cfg.qd} q${cfg.queues}`, vdx: med('vdx'), [OTHER]: med(OTHER), runs });
 }
 progress(total, total, 'done');
 
 mkdirSync(OUT, { recursive: true });
 const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+const O = NAMES[OTHER];
 const lines = [
-  `# vdx vs qemu-storage-daemon (${new Date().toISOString().slice(0, 16)}Z)`,
+  `# vdx vs ${AB ? NAMES.base : 'qemu-storage-daemon'} (${new Date().toISOString().slice(0, 16)}Z)`,
   '',
-  `libblkio client (virtio-blk-vhost-user, polling), 4 KiB random I/O, ${SECONDS} s per run, medians of ${ROUNDS} rounds, order alternated. vdx: 1 reactor; QSD 7.2: 1 iothread. CPU in cores.`,
+  `libblkio client (virtio-blk-vhost-user, polling), 4 KiB random I/O, ${SECONDS} s per run, medians of ${ROUNDS} rounds, order alternated. vdx: 1 reactor${VDX_ARGS.length ? ` (${VDX_ARGS.join(' ')})` : ''}; ${AB ? `${O}: the same` : 'QSD 7.2: 1 iothread'}. CPU in cores; RSS is the daemon's peak resident memory (malloc/QSD tmpfs data pages included).`,
   '',
-  '| backend | rw | QD | queues | vdx IOPS | QSD IOPS | vdx/QSD | vdx p50/p99 µs | QSD p50/p99 µs | p50 ratio | vdx CPU | QSD CPU | client CPU |',
-  '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
-  ...results.map(
-    (r) =>
-      `| ${r.backend} | rand${r.rw} | ${r.qd} | ${r.queues} | ${fmt(r.vdx.iops)} | ${fmt(r.qsd.iops)} | ${fmt(r.vdx.iops / r.qsd.iops, 2)} | ${fmt(r.vdx.p50_us, 1)} / ${fmt(r.vdx.p99_us, 1)} | ${fmt(r.qsd.p50_us, 1)} / ${fmt(r.qsd.p99_us, 1)} | ${fmt(r.vdx.p50_us / r.qsd.p50_us, 2)} | ${fmt(r.vdx.daemon_cpu, 2)} | ${fmt(r.qsd.daemon_cpu, 2)} | ${fmt(r.vdx.client_cpu, 2)} |`,
-  ),
+  `| backend | rw | QD | queues | vdx IOPS | ${O} IOPS | vdx/${O} | vdx p50/p99 µs | ${O} p50/p99 µs | p50 ratio | vdx CPU | ${O} CPU | client CPU | vdx RSS MiB | ${O} RSS MiB |`,
+  '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+  ...results.map((r) => {
+    const o = r[OTHER];
+    return `| ${r.backend} | rand${r.rw} | ${r.qd} | ${r.queues} | ${fmt(r.vdx.iops)} | ${fmt(o.iops)} | ${fmt(r.vdx.iops / o.iops, 2)} | ${fmt(r.vdx.p50_us, 1)} / ${fmt(r.vdx.p99_us, 1)} | ${fmt(o.p50_us, 1)} / ${fmt(o.p99_us, 1)} | ${fmt(r.vdx.p50_us / o.p50_us, 2)} | ${fmt(r.vdx.daemon_cpu, 2)} | ${fmt(o.daemon_cpu, 2)} | ${fmt(r.vdx.client_cpu, 2)} | ${fmt(r.vdx.daemon_rss_mib)} | ${fmt(o.daemon_rss_mib)} |`;
+  }),
   '',
 ];
 writeFileSync(join(OUT, 'results.md'), lines.join('\n'));

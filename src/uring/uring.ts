@@ -12,6 +12,12 @@ export const IORING_OP_FALLOCATE = 17;
 export const IORING_FSYNC_DATASYNC = 1;
 export const IOSQE_FIXED_FILE = 1;
 export const IORING_ENTER_GETEVENTS = 1;
+/** io_uring_setup flags (5.19+): run completion work when we enter, and tell us when to */
+export const IORING_SETUP_COOP_TASKRUN = 1 << 8;
+export const IORING_SETUP_TASKRUN_FLAG = 1 << 9;
+/** sq flags word: completion work is waiting for us to enter the kernel */
+const IORING_SQ_TASKRUN = 1 << 2;
+const EINVAL = 22;
 // fallocate modes from <linux/falloc.h>
 export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
@@ -36,6 +42,9 @@ export class Uring {
   private readonly cqesBase: number;
   private readonly cqMask: number;
   private readonly sqes: DataView;
+  private readonly sqFlags: Uint32Array;
+  /** completion work waits for io_uring_enter (COOP_TASKRUN) instead of interrupting us */
+  readonly coopTaskrun: boolean;
   /** SQEs written but not yet handed to the kernel */
   private pending = 0;
   private localTail: number;
@@ -44,10 +53,23 @@ export class Uring {
     private readonly native: NativeShim,
     entries: number,
   ) {
-    const s = native.uringSetup(entries, 0);
+    // A polling reactor should not be interrupted (an IPI per completion batch)
+    // to post CQEs: with COOP_TASKRUN the kernel leaves that work for our next
+    // entry and raises IORING_SQ_TASKRUN so reap() knows to enter. Kernels
+    // before 5.19 reject the flags; they get the interrupting default.
+    let s: UringSetup;
+    try {
+      s = native.uringSetup(entries, IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG);
+      this.coopTaskrun = true;
+    } catch (e) {
+      if ((e as { errno?: number }).errno !== EINVAL) throw e;
+      s = native.uringSetup(entries, 0);
+      this.coopTaskrun = false;
+    }
     this.setup = s;
     this.fd = s.fd;
     const sq = s.sq.buffer;
+    this.sqFlags = new Uint32Array(sq, s.sqOff.flags, 1);
     this.sqHead = new Uint32Array(sq, s.sqOff.head, 1);
     this.sqTail = new Uint32Array(sq, s.sqOff.tail, 1);
     this.sqMask = new Uint32Array(sq, s.sqOff.ringMask, 1)[0]!;
@@ -116,6 +138,7 @@ export class Uring {
 
   /** Run `handler` for every CQE and release them. Returns the count. */
   reap(handler: CqeHandler): number {
+    if (Atomics.load(this.sqFlags, 0) & IORING_SQ_TASKRUN) this.native.uringEnter(this.fd, 0, 0, IORING_ENTER_GETEVENTS);
     let head = Atomics.load(this.cqHead, 0);
     const tail = Atomics.load(this.cqTail, 0);
     let n = 0;
