@@ -90,6 +90,16 @@ export class Reactor {
         continue;
       }
       if (++idlePasses % IDLE_CHECK !== 0) continue;
+      // Waiting only on the kernel (io_uring I/O in flight, rings quiet): sleep
+      // now. Spinning would take the CPU the kernel needs to complete that I/O
+      // (file randread QD32 A/B on 2 cores: ~101k IOPS sleeping vs ~86k
+      // spinning); the io_uring eventfd wakes us when it is done.
+      if (this.awaitingKernel()) {
+        this.sleep();
+        this.idleSince = 0;
+        idlePasses = 0;
+        continue;
+      }
       const now = performance.now();
       if (this.idleSince === 0) this.idleSince = now;
       if ((now - this.idleSince) * 1000 < this.init.idleSpinUs) continue;
@@ -98,6 +108,12 @@ export class Reactor {
       idlePasses = 0;
     }
     this.close();
+  }
+
+  /** Does a channel that completes through the kernel (it has a notify fd) owe us I/O? */
+  private awaitingKernel(): boolean {
+    for (const c of this.channels.values()) if (c.channel.notifyFd >= 0 && c.channel.inflight() > 0) return true;
+    return false;
   }
 
   /** One pass over control, queues and channels; returns the amount of work done. */
