@@ -7,6 +7,8 @@
 //   npm run bench [-- --quick] [-- --seconds 3 --rounds 3 --out results/DIR] [-- --guest] [-- --packed]
 // --guest adds vdx vs QSD over VDUSE inside the bench guest (fio on /dev/vdX).
 // --packed adds packed vs split virtqueues with QEMU's vhost-user-blk-pci and fio in a guest.
+// --memory adds resident memory with 2 reactors and 4 exports, all under load.
+// --no-matrix skips the libblkio matrix (only the guest parts run).
 // Narrow the matrix with --backends null,malloc --rws read --qds 1,32 --queues 1;
 // pass options to vdx with --vdx-args "--idle-spin-us 50"; compare this tree with
 // another vdx build instead of QSD with --ab DIR (a checkout with dist/ built;
@@ -176,15 +178,15 @@ ${bars}
 // ---------------------------------------------------------------- VDUSE in the guest
 
 /**
- * Boot the bench guest once and compare vdx with QSD's vduse-blk export there
- * (fio on /dev/vdX, alternating). TCG: only the ratio means anything.
+ * Boot the 6.12 bench guest (TCG) to run `script` (under scripts/bench/) and
+ * collect its "BENCH name value..." lines; `expected` of them fill the progress bar.
  */
-async function guestVduse() {
+async function benchGuest(script, label, expected, qemuArgs = []) {
   const { randomBytes } = await import('node:crypto');
   const { mkdtempSync } = await import('node:fs');
   const run = mkdtempSync(join(tmpdir(), 'vdx-bench-guest-'));
   const nonce = randomBytes(8).toString('hex');
-  writeFileSync(join(run, 'script.sh'), `export VDX_SRC=/run/vdx-src VDX_CACHE=${CACHE} ROUNDS=${ROUNDS}\nexec bash "$VDX_SRC/scripts/bench/guest-vduse.sh"\n`);
+  writeFileSync(join(run, 'script.sh'), `export VDX_SRC=/run/vdx-src VDX_CACHE=${CACHE} ROUNDS=${ROUNDS}\nexec bash "$VDX_SRC/scripts/bench/${script}"\n`);
   writeFileSync(join(run, 'mounts'), 'vdxsrc /run/vdx-src ro\n');
   const qemu = spawn('qemu-system-x86_64', [
     '-accel', 'tcg,thread=multi', '-smp', '2', '-m', '2048M', '-nographic', '-no-reboot', '-nic', 'none',
@@ -193,21 +195,127 @@ async function guestVduse() {
     '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap',
     '-virtfs', `local,path=${run},mount_tag=vdxrun,security_model=passthrough,multidevs=remap`,
     '-virtfs', `local,path=${REPO},mount_tag=vdxsrc,security_model=passthrough,readonly=on,multidevs=remap`,
+    ...qemuArgs,
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
   let text = '';
-  qemu.stdout.on('data', (d) => {
+  const collect = (d) => {
     text += d;
-    const m = [...text.matchAll(/BENCH (\S+) (\d+)/g)];
-    progress(m.length, ROUNDS * 2, 'VDUSE in the guest (fio)');
-  });
+    progress([...text.matchAll(/BENCH (\S+) /g)].length, expected, label);
+  };
+  qemu.stdout.on('data', collect);
+  qemu.stderr.on('data', collect);
   const timer = setTimeout(() => qemu.kill('SIGKILL'), 30 * 60 * 1000);
   await new Promise((r) => qemu.once('exit', r));
   clearTimeout(timer);
   rmSync(run, { recursive: true, force: true });
-  if (!text.includes(`@@VDX-END ${nonce} rc=0@@`)) throw new Error(`guest VDUSE bench failed:\n${text.slice(-3000)}`);
-  const iops = { 'vdx-vduse': [], 'qsd-vduse': [] };
-  for (const m of text.matchAll(/BENCH (\S+) (\d+)/g)) iops[m[1]].push(Number(m[2]));
-  return { vdx: median(iops['vdx-vduse']), qsd: median(iops['qsd-vduse']), runs: iops };
+  if (!text.includes(`@@VDX-END ${nonce} rc=0@@`)) throw new Error(`${label} failed:\n${text.slice(-3000)}`);
+  const runs = {};
+  for (const m of text.matchAll(/BENCH (\S+) ([\d.]+)(?: ([\d.]+))?/g)) (runs[m[1]] ??= []).push({ iops: Number(m[2]), lat_us: m[3] === undefined ? undefined : Number(m[3]) });
+  return runs;
+}
+
+/** vdx vs QSD's vduse-blk export inside the guest (fio on /dev/vdX, alternating). TCG: only the ratio means anything. */
+async function guestVduse() {
+  const runs = await benchGuest('guest-vduse.sh', 'VDUSE in the guest (fio)', ROUNDS * 2);
+  const iops = (k) => (runs[k] ?? []).map((r) => r.iops);
+  return { vdx: median(iops('vdx-vduse')), qsd: median(iops('qsd-vduse')), runs: { 'vdx-vduse': iops('vdx-vduse'), 'qsd-vduse': iops('qsd-vduse') } };
+}
+
+/**
+ * Packed vs split virtqueues: one vdx (1 reactor, null bdevs) serves two
+ * vhost-user-blk-pci disks of one QEMU guest, packed=off and packed=on; fio in
+ * the guest alternates between them.
+ */
+async function guestPacked() {
+  const dir = join(tmpdir(), `vdx-bench-${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  const sock = (n) => join(dir, `${n}.sock`);
+  for (const n of ['split', 'packed']) rmSync(sock(n), { force: true });
+  const vdx = spawn(process.execPath, [join(REPO, 'dist/cli/main.js'), 'serve',
+    '--bdev', 'null:size=1G,name=s', '--bdev', 'null:size=2G,name=p',
+    '--export', `vhost-user:bdev=s,socket=${sock('split')}`, '--export', `vhost-user:bdev=p,socket=${sock('packed')}`,
+    '--rpc-socket', 'none', '--log-level', 'warn', '--log-format', 'json', ...VDX_ARGS], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  vdx.stderr.on('data', (d) => (err += d));
+  try {
+    await waitFor(sock('split'), vdx);
+    await waitFor(sock('packed'), vdx);
+    const runs = await benchGuest('guest-packed.sh', 'packed vs split in the guest (fio)', ROUNDS * 4, [
+      '-object', 'memory-backend-memfd,id=mem,size=2048M,share=on', '-machine', 'memory-backend=mem',
+      '-chardev', `socket,id=cs,path=${sock('split')}`, '-device', 'vhost-user-blk-pci,chardev=cs,num-queues=1,packed=off',
+      '-chardev', `socket,id=cp,path=${sock('packed')}`, '-device', 'vhost-user-blk-pci,chardev=cp,num-queues=1,packed=on',
+    ]);
+    const out = {};
+    for (const qd of [1, 32]) {
+      const m = (k, f) => median((runs[`${k}-qd${qd}`] ?? []).map((r) => r[f]));
+      out[`qd${qd}`] = { split: { iops: m('split', 'iops'), lat_us: m('split', 'lat_us') }, packed: { iops: m('packed', 'iops'), lat_us: m('packed', 'lat_us') } };
+    }
+    return { ...out, runs };
+  } catch (e) {
+    throw new Error(`${e.message}\n${err.slice(-2000)}`);
+  } finally {
+    vdx.kill('SIGTERM');
+    await new Promise((r) => (vdx.exitCode !== null ? r() : vdx.once('exit', r)));
+  }
+}
+
+// ---------------------------------------------------------------- memory under load
+
+/** VmRSS and its parts (kB lines of /proc/PID/status), MiB. */
+function rss(pid) {
+  const st = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(st)?.[1] ?? 0) / 1024;
+  return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile'), shmem: kb('RssShmem'), hwm: kb('VmHWM') };
+}
+
+/**
+ * Resident memory with 2 reactors (QSD: 2 iothreads) and 4 exports (2 null, 2
+ * file), idle and then with a 2-queue QD32 client on every export at once.
+ */
+async function memoryUnderLoad(bin) {
+  const dir = join(tmpdir(), `vdx-bench-${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  const out = {};
+  for (const peer of ['vdx', 'qsd']) {
+    const socks = [0, 1, 2, 3].map((i) => join(dir, `${peer}-mem${i}.sock`));
+    for (const sck of socks) rmSync(sck, { force: true });
+    const kind = (i) => (i < 2 ? 'null' : 'file');
+    const argv =
+      peer === 'vdx'
+        ? [join(REPO, 'dist/cli/main.js'), 'serve', '--reactors', '2', '--rpc-socket', 'none', '--log-level', 'warn', '--log-format', 'json', ...VDX_ARGS,
+            ...socks.flatMap((sck, i) => ['--bdev', `${kind(i) === 'null' ? 'null:size=1G' : `file:path=${FILE_IMG},direct=on`},name=d${i}`, '--export', `vhost-user:bdev=d${i},socket=${sck},num-queues=2`])]
+        : ['--object', 'iothread,id=io0', '--object', 'iothread,id=io1',
+            ...socks.flatMap((sck, i) => ['--blockdev', kind(i) === 'null' ? `null-co,node-name=d${i},size=${SIZE}` : `file,node-name=d${i},filename=${FILE_IMG},aio=io_uring,cache.direct=on`,
+              '--export', `vhost-user-blk,id=e${i},node-name=d${i},addr.type=unix,addr.path=${sck},writable=on,num-queues=2,iothread=io${i % 2}`])];
+    const child = spawn(peer === 'vdx' ? process.execPath : 'qemu-storage-daemon', argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    try {
+      for (const sck of socks) await waitFor(sck, child);
+      await new Promise((r) => setTimeout(r, 1000));
+      const idle = rss(child.pid);
+      progress(0, 1, `${peer}: 4 clients on 4 exports`);
+      let peak = idle.rss;
+      const sampler = setInterval(() => (peak = Math.max(peak, rss(child.pid).rss)), 100);
+      const clients = socks.map((sck) => new Promise((res, rej) => {
+        const c = spawn(join(REPO, 'scripts/vm/in-userland.sh'), [bin, 'virtio-blk-vhost-user', sck, 'read', '32', '2', String(SECONDS * 2), String(SIZE)], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let o = '';
+        c.stdout.on('data', (d) => (o += d));
+        c.stderr.on('data', (d) => (o += d));
+        c.once('exit', (code) => (code === 0 ? res(JSON.parse(o.trim().split('\n').pop())) : rej(new Error(`client on ${sck} exited ${code}: ${o.slice(-500)}`))));
+      }));
+      const results = await Promise.all(clients);
+      clearInterval(sampler);
+      const after = rss(child.pid);
+      out[peer] = { idle, loaded: { ...after, peak: Math.max(peak, after.rss) }, iops: results.map((r) => Math.round(r.iops)) };
+    } catch (e) {
+      throw new Error(`${peer} memory run: ${e.message}\n${err.slice(-2000)}`);
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)));
+    }
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- main
@@ -215,7 +323,7 @@ async function guestVduse() {
 const bin = client();
 images();
 const configs = [];
-for (const backend of BACKENDS) for (const rw of RWS) for (const qd of QDS) for (const queues of QUEUES) configs.push({ backend, rw, qd, queues });
+if (!args.includes('--no-matrix')) for (const backend of BACKENDS) for (const rw of RWS) for (const qd of QDS) for (const queues of QUEUES) configs.push({ backend, rw, qd, queues });
 const total = configs.length * ROUNDS * 2;
 let done = 0;
 const results = [];
@@ -238,7 +346,7 @@ progress(total, total, 'done');
 mkdirSync(OUT, { recursive: true });
 const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
 const O = NAMES[OTHER];
-const lines = [
+const lines = configs.length === 0 ? [`# vdx guest benchmarks (${new Date().toISOString().slice(0, 16)}Z)`, ''] : [
   `# vdx vs ${AB ? NAMES.base : 'qemu-storage-daemon'} (${new Date().toISOString().slice(0, 16)}Z)`,
   '',
   `libblkio client (virtio-blk-vhost-user, polling), 4 KiB random I/O, ${SECONDS} s per run, medians of ${ROUNDS} rounds, order alternated. vdx: 1 reactor${VDX_ARGS.length ? ` (${VDX_ARGS.join(' ')})` : ''}; ${AB ? `${O}: the same` : 'QSD 7.2: 1 iothread'}. CPU in cores; RSS is the daemon's peak resident memory (malloc/QSD tmpfs data pages included).`,
@@ -253,19 +361,57 @@ const lines = [
 ];
 writeFileSync(join(OUT, 'results.md'), lines.join('\n'));
 writeFileSync(join(OUT, 'results.json'), `${JSON.stringify({ seconds: SECONDS, rounds: ROUNDS, results }, null, 2)}\n`);
-writeFileSync(join(OUT, 'chart.svg'), chart(results));
+if (results.length > 0) writeFileSync(join(OUT, 'chart.svg'), chart(results));
 if (args.includes('--guest')) {
   const g = await guestVduse();
-  const md = [
+  lines.push(
     '',
     '## VDUSE in the 6.12 bench guest (TCG)',
     '',
     `fio 4 KiB randread QD32 (libaio, O_DIRECT) on /dev/vdX, medians of ${ROUNDS}: vdx ${fmt(g.vdx)} IOPS, qemu-storage-daemon vduse-blk ${fmt(g.qsd)} IOPS, ratio ${fmt(g.vdx / g.qsd, 2)}. Under TCG only the ratio means anything.`,
     '',
-  ];
-  lines.push(...md);
+  );
   writeFileSync(join(OUT, 'results.md'), lines.join('\n'));
   writeFileSync(join(OUT, 'guest-vduse.json'), `${JSON.stringify(g, null, 2)}\n`);
-  process.stdout.write(`${md.join('\n')}\n`);
+}
+if (args.includes('--memory')) {
+  const m = await memoryUnderLoad(bin);
+  const row = (peer) => {
+    const x = m[peer];
+    return `| ${peer === 'vdx' ? 'vdx (2 reactors)' : 'QSD (2 iothreads)'} | ${fmt(x.idle.rss)} | ${fmt(x.loaded.peak)} | ${fmt(x.loaded.anon)} / ${fmt(x.loaded.file)} / ${fmt(x.loaded.shmem)} | ${x.iops.map((n) => fmt(n / 1000)).join(', ')} |`;
+  };
+  lines.push(
+    '',
+    '## Resident memory, 4 exports under load',
+    '',
+    `4 vhost-user exports (2 null, 2 file on io_uring), each with a 2-queue QD32 randread libblkio client, all four at once for ${SECONDS * 2} s.`,
+    '',
+    '| daemon | idle RSS MiB | peak RSS under load MiB | anon / file / shmem MiB after | client kIOPS |',
+    '|---|---|---|---|---|',
+    row('vdx'),
+    row('qsd'),
+    '',
+  );
+  writeFileSync(join(OUT, 'results.md'), lines.join('\n'));
+  writeFileSync(join(OUT, 'memory.json'), `${JSON.stringify(m, null, 2)}\n`);
+}
+if (args.includes('--packed')) {
+  const g = await guestPacked();
+  lines.push(
+    '',
+    '## Packed vs split virtqueues (QEMU 7.2 guest, TCG)',
+    '',
+    `One vdx (1 reactor, null bdevs) serves two vhost-user-blk-pci disks of one guest, packed=off and packed=on; fio 4 KiB randread (libaio, O_DIRECT) alternates between them, medians of ${ROUNDS}. Under TCG the guest is the bottleneck; only the ratio means anything.`,
+    '',
+    '| QD | split IOPS | packed IOPS | packed/split | split lat µs | packed lat µs |',
+    '|---|---|---|---|---|---|',
+    ...[1, 32].map((qd) => {
+      const r = g[`qd${qd}`];
+      return `| ${qd} | ${fmt(r.split.iops)} | ${fmt(r.packed.iops)} | ${fmt(r.packed.iops / r.split.iops, 2)} | ${fmt(r.split.lat_us, 1)} | ${fmt(r.packed.lat_us, 1)} |`;
+    }),
+    '',
+  );
+  writeFileSync(join(OUT, 'results.md'), lines.join('\n'));
+  writeFileSync(join(OUT, 'guest-packed.json'), `${JSON.stringify(g, null, 2)}\n`);
 }
 process.stdout.write(`${lines.join('\n')}\nwritten to ${OUT}\n`);
