@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+// Profile vdx under one benchmark load: vdx runs with node --cpu-prof (every
+// thread, reactors included), the libblkio client drives one export, and the
+// top self-time functions of each profiled thread are printed.
+//
+//   node scripts/bench/profile.mjs [backend=malloc] [rw=read] [qd=32] [seconds=4]
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const [backend = 'malloc', rw = 'read', qd = '32', seconds = '4'] = process.argv.slice(2);
+const bdev = { null: 'null:size=1G', malloc: 'malloc:size=1G,populate=on', file: 'file:path=/var/tmp/vdx-bench.img,direct=on' }[backend];
+if (!bdev) throw new Error(`backend must be null, malloc or file, not '${backend}'`);
+if (!['read', 'write'].includes(rw)) throw new Error(`rw must be read or write, not '${rw}'`);
+const dir = mkdtempSync(join(tmpdir(), 'vdx-prof-'));
+const socket = join(dir, 'vdx.sock');
+const vdx = spawn(process.execPath, ['--cpu-prof', '--cpu-prof-dir', dir, join(REPO, 'dist/cli/main.js'), 'serve', '--bdev', `${bdev},name=d0`, '--export', `vhost-user:bdev=d0,socket=${socket}`, '--rpc-socket', 'none', '--log-level', 'warn'], { stdio: 'inherit' });
+while (!existsSync(socket)) await new Promise((r) => setTimeout(r, 50));
+const out = execFileSync(join(REPO, 'scripts/vm/in-userland.sh'), ['/usr/local/bin/vdx-blkio-bench', 'virtio-blk-vhost-user', socket, rw, qd, '1', seconds, String(1 << 30)], { encoding: 'utf8' });
+process.stdout.write(`client: ${out.trim().split('\n').pop()}\n`);
+vdx.kill('SIGINT');
+await new Promise((r) => vdx.once('exit', r));
+for (const f of readdirSync(dir).filter((n) => n.endsWith('.cpuprofile'))) {
+  const p = JSON.parse(readFileSync(join(dir, f), 'utf8'));
+  const self = new Map();
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const dt = new Map();
+  for (let i = 0; i < p.samples.length; i++) dt.set(p.samples[i], (dt.get(p.samples[i]) ?? 0) + (p.timeDeltas[i] ?? 0));
+  let total = 0;
+  for (const [id, us] of dt) {
+    const n = byId.get(id);
+    const key = `${n.callFrame.functionName || '(anonymous)'} ${n.callFrame.url.split('/').slice(-2).join('/')}:${n.callFrame.lineNumber + 1}`;
+    self.set(key, (self.get(key) ?? 0) + us);
+    total += us;
+  }
+  const top = [...self].sort((a, b) => b[1] - a[1]).slice(0, 15);
+  if (!top.some(([k]) => k.includes('reactor'))) continue; // the main thread mostly sleeps
+  process.stdout.write(`\n${f} (${(total / 1e6).toFixed(1)} s sampled)\n`);
+  for (const [k, us] of top) process.stdout.write(`${((100 * us) / total).toFixed(1).padStart(5)} %  ${k}\n`);
+}
+process.stdout.write(`\nprofiles in ${dir}\n`);
