@@ -116,12 +116,13 @@ static Napi::Value Memset(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// fallocate/madvise on anonymous-shared memory would need a policy; the malloc
-// bdev releases ranges with MADV_REMOVE (memfd pages are freed and read back as zero).
-static Napi::Value MadviseRemove(const Napi::CallbackInfo& info) {
+// madvise(addr, length, advice) -> 0 or -errno. The malloc bdev asks for
+// transparent huge pages, populates up front and releases discarded ranges.
+static Napi::Value Madvise(const Napi::CallbackInfo& info) {
   size_t addr, len;
-  if (!ArgLength(info, 0, &addr) || !ArgLength(info, 1, &len)) return info.Env().Undefined();
-  int rc = madvise(reinterpret_cast<void*>(addr), len, MADV_REMOVE);
+  uint32_t advice;
+  if (!ArgLength(info, 0, &addr) || !ArgLength(info, 1, &len) || !ArgUint32(info, 2, &advice)) return info.Env().Undefined();
+  int rc = madvise(reinterpret_cast<void*>(addr), len, static_cast<int>(advice));
   return Napi::Number::New(info.Env(), rc < 0 ? -errno : 0);
 }
 
@@ -134,7 +135,11 @@ void InitMman(Napi::Env env, Napi::Object exports) {
   exports.Set("ftruncate", Napi::Function::New(env, Ftruncate, "ftruncate"));
   exports.Set("memcpy", Napi::Function::New(env, Memcpy, "memcpy"));
   exports.Set("memset", Napi::Function::New(env, Memset, "memset"));
-  exports.Set("madviseRemove", Napi::Function::New(env, MadviseRemove, "madviseRemove"));
+  exports.Set("madvise", Napi::Function::New(env, Madvise, "madvise"));
+  exports.Set("MADV_DONTNEED", Napi::Number::New(env, MADV_DONTNEED));
+  exports.Set("MADV_HUGEPAGE", Napi::Number::New(env, MADV_HUGEPAGE));
+  exports.Set("MADV_POPULATE_WRITE", Napi::Number::New(env, MADV_POPULATE_WRITE));
+  exports.Set("MAP_NORESERVE", Napi::Number::New(env, MAP_NORESERVE));
   exports.Set("PROT_READ", Napi::Number::New(env, PROT_READ));
   exports.Set("PROT_WRITE", Napi::Number::New(env, PROT_WRITE));
   exports.Set("MAP_SHARED", Napi::Number::New(env, MAP_SHARED));

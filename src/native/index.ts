@@ -67,7 +67,12 @@ export interface NativeShim {
   ftruncate(fd: number, length: number): void;
   memcpy(dstAddr: number, srcAddr: number, length: number): void;
   memset(dstAddr: number, byte: number, length: number): void;
-  madviseRemove(addr: number, length: number): number;
+  /** 0 or -errno */
+  madvise(addr: number, length: number, advice: number): number;
+  readonly MADV_DONTNEED: number;
+  readonly MADV_HUGEPAGE: number;
+  readonly MADV_POPULATE_WRITE: number;
+  readonly MAP_NORESERVE: number;
   readonly PROT_READ: number;
   readonly PROT_WRITE: number;
   readonly MAP_SHARED: number;
