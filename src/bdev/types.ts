@@ -78,7 +78,7 @@ export interface BdevModule {
   readonly type: string;
   /** Keys accepted in `type:key=value,...` specs, with a one-line meaning each (for errors and --help). */
   readonly keys: Record<string, string>;
-  /** Main thread: validate a spec and create the shared state (memfd, file checks). Throws a clear Error on bad input. */
+  /** Main thread: validate a spec and create the shared state (malloc's memory, file checks). Throws a clear Error on bad input. */
   create(spec: Record<string, string>): BdevDesc;
   /** Reactor thread: open this reactor's channel. */
   open(desc: BdevDesc): Channel;
