@@ -116,6 +116,10 @@ static Napi::Value Memset(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+#ifndef MADV_POPULATE_WRITE  // Linux 5.14; older libc headers lack it
+#define MADV_POPULATE_WRITE 23
+#endif
+
 // madvise(addr, length, advice) -> 0 or -errno. The malloc bdev asks for
 // transparent huge pages, populates up front and releases discarded ranges.
 static Napi::Value Madvise(const Napi::CallbackInfo& info) {

@@ -1,7 +1,7 @@
 # In the bench guest: two vhost-user-blk disks served by one vdx process, one
 # with split virtqueues (1 GiB) and one with packed virtqueues (2 GiB; QEMU
 # packed=on), told apart by size. fio 4 KiB random reads at QD1 and QD32 on each,
-# alternating, ROUNDS times. Prints one "BENCH layout-qdN iops p50_us" line per run.
+# alternating, ROUNDS times. Prints one "BENCH layout-qdN iops clat_mean_us" line per run.
 . "$VDX_SRC/test/e2e/guest/lib.sh"
 ROUNDS=${ROUNDS:-3}
 disk_of_sectors() {

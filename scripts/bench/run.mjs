@@ -198,17 +198,17 @@ async function benchGuest(script, label, expected, qemuArgs = []) {
     ...qemuArgs,
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
   let text = '';
-  const collect = (d) => {
+  let errText = '';
+  qemu.stdout.on('data', (d) => {
     text += d;
     progress([...text.matchAll(/BENCH (\S+) /g)].length, expected, label);
-  };
-  qemu.stdout.on('data', collect);
-  qemu.stderr.on('data', collect);
+  });
+  qemu.stderr.on('data', (d) => (errText += d));
   const timer = setTimeout(() => qemu.kill('SIGKILL'), 30 * 60 * 1000);
   await new Promise((r) => qemu.once('exit', r));
   clearTimeout(timer);
   rmSync(run, { recursive: true, force: true });
-  if (!text.includes(`@@VDX-END ${nonce} rc=0@@`)) throw new Error(`${label} failed:\n${text.slice(-3000)}`);
+  if (!text.includes(`@@VDX-END ${nonce} rc=0@@`)) throw new Error(`${label} failed:\n${text.slice(-3000)}\n${errText.slice(-1000)}`);
   const runs = {};
   for (const m of text.matchAll(/BENCH (\S+) ([\d.]+)(?: ([\d.]+))?/g)) (runs[m[1]] ??= []).push({ iops: Number(m[2]), lat_us: m[3] === undefined ? undefined : Number(m[3]) });
   return runs;
@@ -307,7 +307,7 @@ async function memoryUnderLoad(bin) {
       const results = await Promise.all(clients);
       clearInterval(sampler);
       const after = rss(child.pid);
-      out[peer] = { idle, loaded: { ...after, peak: Math.max(peak, after.rss) }, iops: results.map((r) => Math.round(r.iops)) };
+      out[peer] = { idle, loaded: { ...after, peak: Math.max(peak, after.hwm) }, iops: results.map((r) => Math.round(r.iops)) };
     } catch (e) {
       throw new Error(`${peer} memory run: ${e.message}\n${err.slice(-2000)}`);
     } finally {
@@ -349,7 +349,7 @@ const O = NAMES[OTHER];
 const lines = configs.length === 0 ? [`# vdx guest benchmarks (${new Date().toISOString().slice(0, 16)}Z)`, ''] : [
   `# vdx vs ${AB ? NAMES.base : 'qemu-storage-daemon'} (${new Date().toISOString().slice(0, 16)}Z)`,
   '',
-  `libblkio client (virtio-blk-vhost-user, polling), 4 KiB random I/O, ${SECONDS} s per run, medians of ${ROUNDS} rounds, order alternated. vdx: 1 reactor${VDX_ARGS.length ? ` (${VDX_ARGS.join(' ')})` : ''}; ${AB ? `${O}: the same` : 'QSD 7.2: 1 iothread'}. CPU in cores; RSS is the daemon's peak resident memory (malloc/QSD tmpfs data pages included).`,
+  `libblkio client (virtio-blk-vhost-user, polling), 4 KiB random I/O, ${SECONDS} s per run, medians of ${ROUNDS} rounds, order alternated. vdx: 1 reactor${VDX_ARGS.length ? ` (${VDX_ARGS.join(' ')})` : ''}; ${AB ? `${O}: the same` : 'QSD 7.2: 1 iothread'}. CPU in cores; RSS is the daemon's peak resident memory: vdx's malloc disk (1 GiB, populated) counts in it, QSD's tmpfs file is page cache and does not.`,
   '',
   `| backend | rw | QD | queues | vdx IOPS | ${O} IOPS | vdx/${O} | vdx p50/p99 µs | ${O} p50/p99 µs | p50 ratio | vdx CPU | ${O} CPU | client CPU | vdx RSS MiB | ${O} RSS MiB |`,
   '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',

@@ -34,6 +34,8 @@ class FileChannel implements Channel {
   private readonly freeSlots = new Int32Array(SLOTS);
   private nfree = SLOTS;
   private readonly backlog = new IoFifo(256);
+  /** requests failed before reaching the kernel, completed from the next poll() */
+  private readonly backlogDone = new IoFifo(16);
   private inflightCount = 0;
   private readonly onCqe = (slot: number, res: number): void => this.complete(slot, res);
 
@@ -104,8 +106,6 @@ class FileChannel implements Channel {
     return true;
   }
 
-  private readonly backlogDone = new IoFifo(16);
-
   private complete(slot: number, res: number): void {
     const io = this.slotIo[slot];
     if (io === undefined) return; // not ours: ignore rather than trust
@@ -132,6 +132,12 @@ class FileChannel implements Channel {
 
   inflight(): number {
     return this.inflightCount;
+  }
+
+  kernelInflight(): number {
+    // Slots hold every prepared SQE; those not yet taken by io_uring_enter
+    // (a failed submit) will not complete on their own.
+    return SLOTS - this.nfree - this.ring.unsubmitted();
   }
 
   clearNotify(): void {

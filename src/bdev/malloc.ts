@@ -1,8 +1,9 @@
 // malloc bdev: a RAM disk in anonymous memory, which every reactor (a thread of
 // this process) addresses directly. Transparent huge pages are asked for: random
-// 4 KiB copies over a large disk otherwise miss the TLB on nearly every request.
-// Discard and unmapping write-zeroes give pages back (MADV_DONTNEED: private
-// anonymous pages read back as zeroes).
+// 4 KiB copies over a large disk otherwise miss the TLB on nearly every request
+// (populate=on). Discard and unmapping write-zeroes give pages back
+// (MADV_DONTNEED: private anonymous pages read back as zeroes); on huge pages
+// the memory returns only for whole 2 MiB ranges.
 import { loadNative } from '../native/index.js';
 import { DeferredCompletions } from './deferred.js';
 import { checkKeys, parseBlockSize, parseBool, parseSize } from './spec.js';
@@ -76,6 +77,9 @@ class MallocChannel implements Channel {
   poll(): number {
     return this.q.drain();
   }
+  kernelInflight(): number {
+    return 0;
+  }
   inflight(): number {
     return this.q.size();
   }
@@ -89,7 +93,7 @@ export const mallocBdev: BdevModule = {
     name: 'bdev name (required)',
     size: 'capacity, e.g. 1G (required); pages are allocated on first write',
     'block-size': 'logical block size: 512 or 4096 (default 512)',
-    populate: 'on: allocate all the memory at start, as a RAM disk does (no page faults on first access; default off)',
+    populate: 'on: allocate all the memory at start, on transparent huge pages where allowed, as a RAM disk does (no page faults, fewer TLB misses; default off)',
   },
   create(spec): BdevDesc {
     checkKeys('malloc', spec, mallocBdev.keys, ['name', 'size']);
@@ -99,8 +103,10 @@ export const mallocBdev: BdevModule = {
     const n = loadNative();
     // NORESERVE: an unpopulated disk costs only what has been written.
     const m = n.mmap(-1, 0, sizeBytes, n.PROT_READ | n.PROT_WRITE, n.MAP_PRIVATE | n.MAP_ANONYMOUS | n.MAP_NORESERVE);
-    // Advice only: THP may be disabled (EINVAL), then 4 KiB pages serve.
-    const huge = n.madvise(m.addr, sizeBytes, n.MADV_HUGEPAGE) === 0;
+    // Huge pages only for a populated disk, which holds all its memory anyway:
+    // on a sparse one a 4 KiB write would allocate 2 MiB, and khugepaged would
+    // refill discarded holes. Advice only: with THP off, 4 KiB pages serve.
+    const huge = populate && n.madvise(m.addr, sizeBytes, n.MADV_HUGEPAGE) === 0;
     if (populate && n.madvise(m.addr, sizeBytes, n.MADV_POPULATE_WRITE) < 0) {
       n.memset(m.addr, 0, sizeBytes); // before 5.14: touching every page populates it
     }

@@ -16,6 +16,9 @@ class NullChannel implements Channel {
   poll(): number {
     return this.q.drain();
   }
+  kernelInflight(): number {
+    return 0;
+  }
   inflight(): number {
     return this.q.size();
   }

@@ -46,6 +46,12 @@ export interface Channel {
   poll(): number;
   /** I/Os submitted and not yet completed. */
   inflight(): number;
+  /**
+   * I/Os the kernel has accepted and will signal notifyFd for when they
+   * complete; 0 for channels that complete on their own. A reactor may sleep
+   * on notifyFd only while this is above 0.
+   */
+  kernelInflight(): number;
   /** An eventfd that becomes readable when poll() has work, for the reactor's epoll; -1 if none. */
   readonly notifyFd: number;
   /** Drain notifyFd after a wake-up. */

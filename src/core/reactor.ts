@@ -110,9 +110,9 @@ export class Reactor {
     this.close();
   }
 
-  /** Does a channel that completes through the kernel (it has a notify fd) owe us I/O? */
+  /** Does the kernel owe a channel I/O (and so will wake us through its notify fd)? */
   private awaitingKernel(): boolean {
-    for (const c of this.channels.values()) if (c.channel.notifyFd >= 0 && c.channel.inflight() > 0) return true;
+    for (const c of this.channels.values()) if (c.channel.kernelInflight() > 0) return true;
     return false;
   }
 

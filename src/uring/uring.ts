@@ -131,6 +131,11 @@ export class Uring {
     return this.pending > 0;
   }
 
+  /** SQEs queued but not yet taken by the kernel. */
+  unsubmitted(): number {
+    return this.pending;
+  }
+
   /** Completions waiting in the CQ? */
   cqReady(): boolean {
     return Atomics.load(this.cqTail, 0) !== Atomics.load(this.cqHead, 0);

@@ -41,6 +41,9 @@ class FakeChannel implements Channel {
     }
     return p.length;
   }
+  kernelInflight(): number {
+    return 0;
+  }
   inflight(): number {
     return this.pending.length;
   }
