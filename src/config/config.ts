@@ -34,6 +34,8 @@ export interface VduseExportConfig {
   serial: string;
   readonly: boolean;
   bus: 'virtio' | 'vhost' | 'none';
+  /** offer VIRTIO_F_RING_PACKED */
+  packed: boolean;
 }
 
 export type ExportConfig = VhostUserExportConfig | VduseExportConfig;
@@ -69,6 +71,7 @@ export const EXPORT_KEYS: Record<string, Record<string, string>> = {
     serial: 'serial number the guest reads (GET_ID), up to 20 ASCII characters (default: the bdev name)',
     readonly: 'on: guest writes fail, VIRTIO_BLK_F_RO is offered (default off)',
     bus: 'virtio: /dev/vdX on this host; vhost: /dev/vhost-vdpa-N for VMs and libblkio; none: only /dev/vduse/NAME (default virtio)',
+    packed: 'on: offer packed virtqueues (VIRTIO_F_RING_PACKED); drivers that know them use them (default off)',
   },
 };
 
@@ -132,6 +135,7 @@ export function exportFromKeys(type: string, keys: Record<string, string>): Expo
       serial,
       readonly: parseBool('readonly', keys.readonly, false),
       bus,
+      packed: parseBool('packed', keys.packed, false),
     };
   }
   const mode = keys.mode ?? '0600';

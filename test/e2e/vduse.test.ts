@@ -22,6 +22,14 @@ describe('vdx over VDUSE', () => {
     expect(r.output).toMatch(/round 3: guest sees pattern 36/);
     expect(r.output).toContain('VDX-VDUSE-OK');
   });
+
+  test('packed virtqueues (packed=on) on virtio_vdpa: fs, fio verify, two queues; through vhost_vdpa with libblkio and back', async () => {
+    const r = await runGuest({ name: 'vdx-vduse-packed', script: 'exec bash "$VDX_SRC/test/e2e/guest/checks/vdx-vduse-packed.sh"', timeoutMs: 300_000 });
+    recordTiming('vdx-vduse-packed', r.durationMs);
+    expectGuestOk(r);
+    expect(r.output).toContain('packed virtqueues negotiated');
+    expect(r.output).toContain('packed VDUSE round trip ok');
+  });
 });
 
 describe('vdx over VDUSE: bad requests', () => {

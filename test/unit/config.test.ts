@@ -11,10 +11,11 @@ describe('spec parsing', () => {
   });
 
   test('a full vduse export, with the issue\'s keys', () => {
-    expect(exportFromSpec('vduse:bdev=m0,name=vduse0,num-queues=2,queue-size=256,logical-block-size=512,serial=disk0,readonly=off,bus=vhost')).toEqual({
-      type: 'vduse', name: 'vduse0', bdev: 'm0', numQueues: 2, queueSize: 256, logicalBlockSize: 512, serial: 'disk0', readonly: false, bus: 'vhost',
+    expect(exportFromSpec('vduse:bdev=m0,name=vduse0,num-queues=2,queue-size=256,logical-block-size=512,serial=disk0,readonly=off,bus=vhost,packed=on')).toEqual({
+      type: 'vduse', name: 'vduse0', bdev: 'm0', numQueues: 2, queueSize: 256, logicalBlockSize: 512, serial: 'disk0', readonly: false, bus: 'vhost', packed: true,
     });
-    expect(exportFromSpec('vduse:bdev=m0')).toMatchObject({ name: 'm0', queueSize: 1024, bus: 'virtio' });
+    expect(exportFromSpec('vduse:bdev=m0')).toMatchObject({ name: 'm0', queueSize: 1024, bus: 'virtio', packed: false });
+    expect(() => exportFromSpec('vduse:bdev=m0,packed=maybe')).toThrow(/packed=maybe/);
   });
 
   test('a full vhost-user export', () => {

@@ -66,6 +66,12 @@ describe('VDUSE uapi', () => {
     expect(b.subarray(8, 24).every((x) => x === 0)).toBe(true);
   });
 
+  test('response: packed vq state (avail counter, avail idx, used counter, used idx at 28..35)', () => {
+    const b = P.encodeResponse(5, P.VDUSE_REQ_RESULT_OK, { index: 2, packedAvail: 0x8000 | 300, packedUsed: 17 });
+    const v = new DataView(b.buffer);
+    expect([v.getUint32(24, true), v.getUint16(28, true), v.getUint16(30, true), v.getUint16(32, true), v.getUint16(34, true)]).toEqual([2, 1, 300, 0, 17]);
+  });
+
   test('vq info and IOTLB entry layouts', () => {
     const info = P.vqInfoBuffer(3);
     const v = new DataView(info.buffer);
@@ -75,7 +81,13 @@ describe('VDUSE uapi', () => {
     v.setBigUint64(24, 0x3000n, true);
     v.setUint16(32, 17, true);
     info[40] = 1;
-    expect(P.decodeVqInfo(info)).toEqual({ index: 3, num: 256, descAddr: 0x1000n, driverAddr: 0x2000n, deviceAddr: 0x3000n, availIndex: 17, ready: true });
+    expect(P.decodeVqInfo(info)).toMatchObject({ index: 3, num: 256, descAddr: 0x1000n, driverAddr: 0x2000n, deviceAddr: 0x3000n, availIndex: 17, ready: true });
+    // The same union read as struct vduse_vq_state_packed.
+    v.setUint16(32, 1, true);
+    v.setUint16(34, 5, true);
+    v.setUint16(36, 0, true);
+    v.setUint16(38, 9, true);
+    expect(P.decodeVqInfo(info)).toMatchObject({ packedAvail: 0x8000 | 5, packedUsed: 9 });
     const e = P.iotlbBuffer(0x10n, 0x20n);
     const ev = new DataView(e.buffer);
     expect([ev.getBigUint64(8, true), ev.getBigUint64(16, true)]).toEqual([0x10n, 0x20n]);

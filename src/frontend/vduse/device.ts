@@ -16,6 +16,7 @@ import {
   VIRTIO_CONFIG_S_DRIVER_OK,
   VIRTIO_CONFIG_S_FEATURES_OK,
   VIRTIO_F_ACCESS_PLATFORM_BIT,
+  VIRTIO_F_RING_PACKED_BIT,
   VIRTIO_RING_F_EVENT_IDX_BIT,
   VIRTIO_RING_F_INDIRECT_DESC_BIT,
   bit,
@@ -58,8 +59,10 @@ const VQ_ALIGN = 4096;
 interface Vq {
   kickFd: number;
   running: { host: QueueHost; id: string } | undefined;
-  /** split avail index to resume from / report while stopped */
+  /** avail index to resume from / report while stopped (packed: index | wrap << 15) */
   lastAvail: number;
+  /** packed rings keep no used index in memory: where ours resumes (index | wrap << 15) */
+  lastUsed: number;
   /** stopped by us (IOTLB change), not reset by the driver: resume at lastAvail */
   resume: boolean;
 }
@@ -70,7 +73,7 @@ export interface VduseDeviceContext {
   log: Logger;
   bdev: BdevDesc;
   blk: BlkParams;
-  opts: BlkExportOptions & { vduseName: string };
+  opts: BlkExportOptions & { vduseName: string; packed: boolean };
   /** reactors report broken queues through the export */
   onBroken: (id: string, handler: (why: string) => void) => () => void;
 }
@@ -94,7 +97,8 @@ export class VduseDevice {
   constructor(private readonly ctx: VduseDeviceContext) {
     this.log = ctx.log;
     // ACCESS_PLATFORM is mandatory for VDUSE; CONFIG_WCE is refused (blkFeatures never offers it).
-    this.offered = blkFeatures(ctx.blk, ctx.opts.numQueues) | bit(VIRTIO_F_ACCESS_PLATFORM_BIT);
+    this.offered =
+      blkFeatures(ctx.blk, ctx.opts.numQueues) | bit(VIRTIO_F_ACCESS_PLATFORM_BIT) | (ctx.opts.packed ? bit(VIRTIO_F_RING_PACKED_BIT) : 0n);
     this.config = blkConfig(ctx.blk, ctx.opts);
   }
 
@@ -133,7 +137,7 @@ export class VduseDevice {
         rc = n.ioctl(this.dev, VDUSE_VQ_SETUP, encodeVqConfig(i, this.ctx.opts.queueSize));
         if (rc < 0) throw new Error(`VDUSE_VQ_SETUP ${i}: ${errnoName(-rc)}`);
         const kickFd = n.eventfd(0, n.EFD_NONBLOCK | n.EFD_CLOEXEC);
-        this.vqs.push({ kickFd, running: undefined, lastAvail: 0, resume: false });
+        this.vqs.push({ kickFd, running: undefined, lastAvail: 0, lastUsed: 0, resume: false });
       }
     } catch (e) {
       this.destroyDevice();
@@ -178,7 +182,12 @@ export class VduseDevice {
     }
   }
 
-  private respond(id: number, result: number, state?: { index: number; avail: number }): void {
+  /** Did the driver choose packed rings? (only once FEATURES_OK) */
+  private packedRings(): boolean {
+    return (this.status & VIRTIO_CONFIG_S_FEATURES_OK) !== 0 && (this.driverFeatures() & bit(VIRTIO_F_RING_PACKED_BIT)) !== 0n;
+  }
+
+  private respond(id: number, result: number, state?: Parameters<typeof encodeResponse>[2]): void {
     const rc = this.ctx.native.write(this.dev, encodeResponse(id, result, state));
     if (rc !== VDUSE_MSG_SIZE) this.log.error(`VDUSE response ${id}: ${rc < 0 ? errnoName(-rc) : `${rc} bytes`}`);
   }
@@ -190,7 +199,19 @@ export class VduseDevice {
         const index = (req as { index: number }).index;
         const vq = this.vqs[index];
         if (!vq) return this.respond(req.id, VDUSE_REQ_RESULT_FAILED);
-        if (vq.running) vq.lastAvail = (await vq.running.host.queueState(vq.running.id)).lastAvail;
+        if (vq.running) {
+          const st = await vq.running.host.queueState(vq.running.id);
+          vq.lastAvail = st.lastAvail;
+          vq.lastUsed = st.usedIdx;
+        } else if (!vq.resume) {
+          // Never started: the state is still what the driver set.
+          const buf = vqInfoBuffer(index);
+          if (this.ctx.native.ioctl(this.dev, VDUSE_VQ_GET_INFO, buf) < 0) return this.respond(req.id, VDUSE_REQ_RESULT_FAILED);
+          const info = decodeVqInfo(buf);
+          vq.lastAvail = this.packedRings() ? info.packedAvail : info.availIndex;
+          vq.lastUsed = info.packedUsed;
+        }
+        if (this.packedRings()) return this.respond(req.id, VDUSE_REQ_RESULT_OK, { index, packedAvail: vq.lastAvail, packedUsed: vq.lastUsed });
         return this.respond(req.id, VDUSE_REQ_RESULT_OK, { index, avail: vq.lastAvail });
       }
       case VDUSE_SET_STATUS: {
@@ -229,6 +250,7 @@ export class VduseDevice {
       this.unmapAll();
       for (const vq of this.vqs) {
         vq.lastAvail = 0;
+        vq.lastUsed = 0;
         vq.resume = false;
       }
       this.status = 0;
@@ -295,7 +317,8 @@ export class VduseDevice {
     const features = this.driverFeatures();
     const generation = ++this.starts;
     // First resolve every ring, so all queues of this start share one memory table.
-    const rings: { i: number; size: number; desc: number; avail: number; used: number; availIndex: number }[] = [];
+    const packed = (features & bit(VIRTIO_F_RING_PACKED_BIT)) !== 0n;
+    const rings: { i: number; size: number; desc: number; avail: number; used: number; info: ReturnType<typeof decodeVqInfo> }[] = [];
     for (let i = 0; i < this.vqs.length; i++) {
       if (this.vqs[i]!.running) continue;
       const buf = vqInfoBuffer(i);
@@ -304,11 +327,13 @@ export class VduseDevice {
       const info = decodeVqInfo(buf);
       if (!info.ready) continue; // the driver did not set this queue up
       const size = info.num;
+      // Split: descriptor table, avail ring, used ring. Packed: descriptor ring,
+      // driver and device event suppression areas (4 bytes each).
       const desc = this.iovaToHost(info.descAddr, 16 * size, false);
-      const avail = this.iovaToHost(info.driverAddr, 6 + 2 * size, false);
-      const used = this.iovaToHost(info.deviceAddr, 6 + 8 * size, true);
+      const avail = this.iovaToHost(info.driverAddr, packed ? 4 : 6 + 2 * size, false);
+      const used = this.iovaToHost(info.deviceAddr, packed ? 4 : 6 + 8 * size, true);
       if (desc < 0 || avail < 0 || used < 0) throw new Error(`queue ${i}: ring addresses are not mapped by the IOTLB`);
-      rings.push({ i, size, desc, avail, used, availIndex: info.availIndex });
+      rings.push({ i, size, desc, avail, used, info });
     }
     const regions = this.regions.map(({ gpa, uva, hostAddr, lenBytes, readonly }) => ({ gpa, uva, hostAddr, lenBytes, readonly }));
     for (const r of rings) {
@@ -321,13 +346,16 @@ export class VduseDevice {
         device: `${this.name}#${generation}`,
         memory: { generation, regions, iotlb: { fd: this.dev, request: VDUSE_IOTLB_GET_FD } },
         size: r.size,
+        packed,
         descAddr: r.desc,
         availAddr: r.avail,
         usedAddr: r.used,
         eventIdx: (features & bit(VIRTIO_RING_F_EVENT_IDX_BIT)) !== 0n,
         indirect: (features & bit(VIRTIO_RING_F_INDIRECT_DESC_BIT)) !== 0n,
-        lastAvail: vq.resume ? vq.lastAvail : r.availIndex,
-        usedIdx: readMappedU16(this.regions.map((m) => m.map), r.used + 2) ?? 0,
+        // The kernel's state is what the driver set (virtio_vdpa: wrap counters 1;
+        // vhost-vdpa: SET_VRING_BASE); after our own stop, ours is newer.
+        lastAvail: vq.resume ? vq.lastAvail : packed ? r.info.packedAvail : r.info.availIndex,
+        usedIdx: packed ? (vq.resume ? vq.lastUsed : r.info.packedUsed) : (readMappedU16(this.regions.map((m) => m.map), r.used + 2) ?? 0),
         kickFd: vq.kickFd,
         callFd: -1,
         irq: { fd: this.dev, request: VDUSE_VQ_INJECT_IRQ, arg: r.i },
@@ -341,7 +369,7 @@ export class VduseDevice {
       vq.resume = false;
       // A driver that queued requests before its kick fd was set gets a first look.
       n.eventfdWrite(vq.kickFd, 1);
-      this.log.info({ queue: r.i, size: r.size, reactor: host.index, base: spec.lastAvail }, 'queue started');
+      this.log.info({ queue: r.i, size: r.size, packed, reactor: host.index, base: spec.lastAvail }, 'queue started');
     }
   }
 
@@ -351,7 +379,9 @@ export class VduseDevice {
       if (!vq.running) continue;
       const { host, id } = vq.running;
       vq.running = undefined;
-      vq.lastAvail = (await host.stopQueue(id)).lastAvail;
+      const st = await host.stopQueue(id);
+      vq.lastAvail = st.lastAvail;
+      vq.lastUsed = st.usedIdx;
       vq.resume = true;
       this.unregister.get(i)?.();
       this.unregister.delete(i);

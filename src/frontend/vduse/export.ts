@@ -12,6 +12,7 @@ import { VduseDevice } from './device.js';
 export interface VduseExportOptions extends BlkExportOptions {
   name: string;
   bus: VdpaBus | 'none';
+  packed: boolean;
 }
 
 export interface VduseExportInfo extends VdpaState {

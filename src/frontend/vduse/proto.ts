@@ -85,7 +85,11 @@ export interface VqInfo {
   descAddr: bigint;
   driverAddr: bigint;
   deviceAddr: bigint;
+  /** split: the avail index to start from */
   availIndex: number;
+  /** packed: next avail and next used position, each index | wrap counter << 15 */
+  packedAvail: number;
+  packedUsed: number;
   ready: boolean;
 }
 
@@ -105,6 +109,9 @@ export function decodeVqInfo(b: Uint8Array): VqInfo {
     driverAddr: v.getBigUint64(16, true),
     deviceAddr: v.getBigUint64(24, true),
     availIndex: v.getUint16(32, true),
+    // struct vduse_vq_state_packed: avail counter, avail idx, used counter, used idx
+    packedAvail: (v.getUint16(34, true) & 0x7fff) | (v.getUint16(32, true) ? 0x8000 : 0),
+    packedUsed: (v.getUint16(38, true) & 0x7fff) | (v.getUint16(36, true) ? 0x8000 : 0),
     ready: b[40] !== 0,
   };
 }
@@ -137,14 +144,29 @@ export function decodeRequest(b: Uint8Array): VduseRequest | undefined {
 }
 
 /** struct vduse_dev_response (152 bytes); reserved words must be zero. */
-export function encodeResponse(id: number, result: number, splitAvailIndex?: { index: number; avail: number }): Uint8Array {
+/**
+ * struct vduse_dev_response; a GET_VQ_STATE answer carries struct vduse_vq_state:
+ * split = the avail index, packed = next avail and next used as index | wrap << 15.
+ */
+export function encodeResponse(
+  id: number,
+  result: number,
+  state?: { index: number; avail: number } | { index: number; packedAvail: number; packedUsed: number },
+): Uint8Array {
   const b = new Uint8Array(VDUSE_MSG_SIZE);
   const v = new DataView(b.buffer);
   v.setUint32(0, id, true);
   v.setUint32(4, result, true);
-  if (splitAvailIndex) {
-    v.setUint32(24, splitAvailIndex.index, true);
-    v.setUint16(28, splitAvailIndex.avail, true);
+  if (state) {
+    v.setUint32(24, state.index, true);
+    if ('avail' in state) {
+      v.setUint16(28, state.avail, true);
+    } else {
+      v.setUint16(28, state.packedAvail >> 15, true);
+      v.setUint16(30, state.packedAvail & 0x7fff, true);
+      v.setUint16(32, state.packedUsed >> 15, true);
+      v.setUint16(34, state.packedUsed & 0x7fff, true);
+    }
   }
   return b;
 }

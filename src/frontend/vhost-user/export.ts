@@ -42,7 +42,7 @@ export class VhostUserExport {
       bdev,
       blk,
       numQueues: opts.numQueues,
-      // vhost-user rings may be packed (QEMU packed=on); VDUSE keeps to split rings.
+      // vhost-user rings may be packed (QEMU packed=on); VDUSE offers them with packed=on.
       features: blkFeatures(blk, opts.numQueues) | bit(VIRTIO_F_RING_PACKED_BIT),
       config: blkConfig(blk, opts),
     };
