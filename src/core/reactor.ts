@@ -53,6 +53,8 @@ export class Reactor {
   private readonly queues = new Map<string, QueueState>();
   private active: QueueState[] = [];
   private readonly channels = new Map<string, ChannelRef>();
+  /** the channels' values as an array: the loop walks it by index (a Map iterator per pass is garbage) */
+  private channelList: ChannelRef[] = [];
   private readonly memories = new Map<string, MemRef>();
   private readonly epfd: number;
   private readonly events = new Uint32Array(128);
@@ -112,7 +114,8 @@ export class Reactor {
 
   /** Does the kernel owe a channel I/O (and so will wake us through its notify fd)? */
   private awaitingKernel(): boolean {
-    for (const c of this.channels.values()) if (c.channel.kernelInflight() > 0) return true;
+    const cs = this.channelList;
+    for (let i = 0; i < cs.length; i++) if (cs[i]!.channel.kernelInflight() > 0) return true;
     return false;
   }
 
@@ -131,7 +134,9 @@ export class Reactor {
         this.markBroken(q, `queue poll threw: ${(e as Error).message}`);
       }
     }
-    for (const c of this.channels.values()) {
+    const cs = this.channelList;
+    for (let i = 0; i < cs.length; i++) {
+      const c = cs[i]!;
       try {
         work += c.channel.poll();
       } catch (e) {
@@ -165,7 +170,9 @@ export class Reactor {
   private sleep(): void {
     const n = this.native;
     let mustPoll = false;
-    for (const q of this.active) {
+    const qs = this.active;
+    for (let i = 0; i < qs.length; i++) {
+      const q = qs[i]!;
       if (q.stopSeq >= 0 || q.broken) continue;
       if (q.spec.kickFd < 0) mustPoll = true; // no kick fd: this ring can only be polled
       // Kick fds are not drained here: the front-end may have made them blocking.
@@ -174,8 +181,10 @@ export class Reactor {
     }
     // Re-check after arming: a buffer made available before the driver saw
     // our request for kicks would otherwise wait for the next, unrelated kick.
-    for (const q of this.active) if (q.stopSeq < 0 && !q.broken && q.blk.ring.availPending()) mustPoll = true;
-    for (const q of this.active) if (q.stopSeq >= 0) mustPoll = true;
+    for (let i = 0; i < qs.length; i++) {
+      const q = qs[i]!;
+      if (q.stopSeq >= 0 || (!q.broken && q.blk.ring.availPending())) mustPoll = true;
+    }
     if (Atomics.load(this.pending, 0) !== 0) mustPoll = true;
     if (!mustPoll) {
       this.stats.sleeps++;
@@ -186,7 +195,7 @@ export class Reactor {
         else this.tokens.get(token)?.();
       }
     }
-    for (const q of this.active) q.blk.ring.setKicks(false);
+    for (let i = 0; i < qs.length; i++) qs[i]!.blk.ring.setKicks(false);
   }
 
   private handleRequests(): number {
@@ -306,6 +315,7 @@ export class Reactor {
         this.native.epollCtl(this.epfd, this.native.EPOLL_CTL_ADD, channel.notifyFd, this.native.EPOLLIN, c.token);
       }
       this.channels.set(chanKey, c);
+      this.channelList = [...this.channels.values()];
     }
     const q: QueueState = {
       spec: s,
@@ -357,6 +367,7 @@ export class Reactor {
       }
       c.channel.close();
       this.channels.delete(q.chanKey);
+      this.channelList = [...this.channels.values()];
     }
     const m = this.memories.get(q.memKey)!;
     if (--m.users === 0) {

@@ -13,10 +13,15 @@ export const DESC_SIZE = 16;
  */
 export const MAX_INDIRECT = 1024;
 
-/** The descriptor's address, or -1 at or above 2^53 (no mapping lives there, so it is simply unmapped). */
-function descAddr(dv: DataView, at: number): number {
+/**
+ * Put the descriptor's address into mem.gpaArg (see there why not a return
+ * value); false at or above 2^53, where no mapping lives, so it is simply unmapped.
+ */
+function loadDescAddr(mem: GuestMemory, dv: DataView, at: number): boolean {
   const hi = dv.getUint32(at + 4, true);
-  return hi >= 0x20_0000 ? -1 : hi * 0x1_0000_0000 + dv.getUint32(at, true);
+  if (hi >= 0x20_0000) return false;
+  mem.gpaArg[0] = hi * 0x1_0000_0000 + dv.getUint32(at, true);
+  return true;
 }
 
 /**
@@ -34,12 +39,11 @@ export function mapDataDescriptor(
   nseg: number,
   maxSegs: number,
 ): number {
-  const addr = descAddr(dv, at);
-  if (addr < 0) return -E.EFAULT;
+  if (!loadDescAddr(mem, dv, at)) return -E.EFAULT;
   const len = dv.getUint32(at + 8, true);
   if (len === 0) return -E.EINVAL;
   if (!writable && sawWritable) return -E.EINVAL;
-  return mem.mapGpa(addr, len, writable, segs, nseg, maxSegs);
+  return mem.mapArg(len, writable, segs, nseg, maxSegs);
 }
 
 /** Where an indirect table lives; filled by findIndirectTable (one per ring, reused). */
@@ -55,13 +59,13 @@ export interface IndirectTable {
  * GuestMemory window. Returns 0 or -errno.
  */
 export function findIndirectTable(mem: GuestMemory, dv: DataView, at: number, out: IndirectTable): number {
-  const addr = descAddr(dv, at);
-  if (addr < 0) return -E.EFAULT;
+  if (!loadDescAddr(mem, dv, at)) return -E.EFAULT;
   const len = dv.getUint32(at + 8, true);
   if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > MAX_INDIRECT) return -E.EINVAL;
-  const wi = mem.findGpa(addr);
+  const wi = mem.findArg();
   if (wi < 0) return -E.EFAULT;
   const w = mem.windows[wi]!;
+  const addr = mem.gpaArg[0]!;
   if (addr + len > w.gpa + w.lenBytes) return -E.EFAULT;
   out.window = wi;
   out.offset = addr - w.gpa;
