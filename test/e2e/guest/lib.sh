@@ -69,6 +69,15 @@ vdpa_vhost() {
   [ -n "$v" ] && echo "/dev/${v##*/}"
 }
 
+# libblkio_read_write NODE CUR NEXT: through libblkio (qemu-io from the Debian 13
+# userland) on a /dev/vhost-vdpa-N, check that the 64 KiB at 1 MiB hold byte CUR, then fill them with NEXT.
+libblkio_read_write() {
+  local out
+  out=$("$USERLAND" qemu-io -c "read -P $2 1M 64k" -c "write -P $3 1M 64k" --image-opts "driver=virtio-blk-vhost-vdpa,path=$1,cache.direct=on" 2>&1) || { echo "$out"; fail "qemu-io failed"; }
+  if echo "$out" | grep -q 'Pattern verification failed'; then echo "$out"; fail "libblkio did not read what the guest wrote"; fi
+  echo "$out" | grep -q 'wrote 65536/65536' || { echo "$out"; fail "libblkio write failed"; }
+}
+
 # vdpa_switch NAME virtio_vdpa|vhost_vdpa: move a device to the other driver at run time.
 vdpa_switch() {
   local name=$1 drv=$2 d=/sys/bus/vdpa/devices/$1

@@ -30,9 +30,7 @@ dd if=/tmp/pat1.bin of=$dev bs=64k seek=16 oflag=direct status=none
 step "to vhost: libblkio reads the guest's pattern and writes the next"
 vh=$($VDX vdpa bind vdp0 vhost --rpc-socket $RPC | awk '{print $2}')
 [ -c "$vh" ] || fail "no vhost-vdpa node after bind ($vh)"
-out=$("$USERLAND" qemu-io -c "read -P 0x31 1M 64k" -c "write -P 0x32 1M 64k" --image-opts "driver=virtio-blk-vhost-vdpa,path=$vh,cache.direct=on" 2>&1) || { echo "$out"; fail "qemu-io failed"; }
-echo "$out" | grep -q 'Pattern verification failed' && { echo "$out"; fail "libblkio did not read what the guest wrote"; }
-echo "$out" | grep -q 'wrote 65536/65536' || { echo "$out"; fail "libblkio write failed"; }
+libblkio_read_write "$vh" 0x31 0x32
 step "back to virtio"
 dev=$($VDX vdpa bind vdp0 virtio --rpc-socket $RPC | awk '{print $2}')
 wait_until 20 test -b "$dev" || fail "no block device after switching back"

@@ -46,9 +46,7 @@ for round in 1 2 3; do
   step "round $round: to vhost"
   vh=$($VDX vdpa bind vdf0 vhost --rpc-socket $RPC | awk '{print $2}')
   [ -c "$vh" ] || fail "no vhost-vdpa node after bind ($vh)"
-  out=$("$USERLAND" qemu-io -c "read -P $cur 1M 64k" -c "write -P $next 1M 64k" --image-opts "driver=virtio-blk-vhost-vdpa,path=$vh,cache.direct=on" 2>&1) || { echo "$out"; fail "qemu-io failed"; }
-  echo "$out" | grep -q 'Pattern verification failed' && { echo "$out"; fail "libblkio did not read what the guest wrote"; }
-  echo "$out" | grep -q 'wrote 65536/65536' || { echo "$out"; fail "libblkio write failed"; }
+  libblkio_read_write "$vh" $cur $next
   step "round $round: back to virtio"
   dev=$($VDX vdpa bind vdf0 virtio --rpc-socket $RPC | awk '{print $2}')
   wait_until 20 test -b "$dev" || fail "no block device after switching back"
