@@ -122,9 +122,11 @@ describe('vdx over vhost-user, QEMU 7.2 guest', () => {
     await vdx.start({ socket, image: '', queues: 2 });
     const qemuArgs = ['-chardev', `socket,id=vu0,path=${socket}`, '-device', 'vhost-user-blk-pci,chardev=vu0,num-queues=2'];
     let cpuPercent = -1;
+    let boots = 0;
     try {
       const first = await runGuest({ name: 'vdx-reconnect-1', script: check('blk-guest'), env: { QUEUES: '2' }, sharedMemory: true, qemuArgs });
       expectGuestOk(first);
+      boots += first.boots;
       // The second guest finds the first one's files (same malloc bdev), then idles while we measure vdx.
       const second = await runGuest({
         name: 'vdx-reconnect-2',
@@ -150,13 +152,16 @@ describe('vdx over vhost-user, QEMU 7.2 guest', () => {
         },
       });
       expectGuestOk(second);
+      boots += second.boots;
       expect(second.output).toContain("second guest sees the first one's files");
     } finally {
       await vdx.stop();
     }
     const log = readFileSync(vdx.logPath, 'utf8');
-    expect(log.match(/front-end connected/g)?.length).toBe(2);
-    expect(log.match(/session ended/g)?.length).toBe(2);
+    // One front-end per boot (a boot repeated after the TCG int3 artifact connects too).
+    expect(log.match(/front-end connected/g)?.length).toBe(boots);
+    expect(log.match(/session ended/g)?.length).toBe(boots);
+    expect(boots).toBeGreaterThanOrEqual(2);
     recordTiming('vdx-idle-cpu-percent-x1000', Math.round(cpuPercent * 1000));
     expect(cpuPercent).toBeGreaterThanOrEqual(0);
     expect(cpuPercent).toBeLessThan(2);

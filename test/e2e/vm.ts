@@ -115,6 +115,8 @@ export interface GuestResult {
   output: string;
   durationMs: number;
   consoleLog: string;
+  /** 2 when the first boot died on the TCG int3 artifact and the guest was booted again */
+  boots: number;
 }
 
 export function benchReady(): string | undefined {
@@ -142,7 +144,7 @@ export async function runGuest(o: GuestOptions): Promise<GuestResult> {
     // artifact, not something the code under test did. One more boot then.
     if (!(e instanceof GuestCrash) || !/Oops: int3/.test(e.console)) throw e;
     process.stderr.write(`guest ${o.name}: kernel hit a TCG text-patching int3; booting again\n`);
-    return runGuestOnce(o);
+    return { ...(await runGuestOnce(o)), boots: 2 };
   }
 }
 
@@ -224,7 +226,7 @@ async function runGuestOnce(o: GuestOptions): Promise<GuestResult> {
       throw new GuestCrash(`guest ${o.name}: QEMU exited (${code}) before the script finished; console tail:\n${tail()}`, text);
     }
     if (parsed.status === 125) throw new Error(`guest ${o.name}: guest init failed; console tail:\n${tail()}`);
-    return { status: parsed.status, output: parsed.output, durationMs, consoleLog };
+    return { status: parsed.status, output: parsed.output, durationMs, consoleLog, boots: 1 };
   } finally {
     // Keep what the guest left in the run share (daemon logs) next to the console log.
     try {
