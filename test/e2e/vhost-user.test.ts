@@ -141,9 +141,10 @@ describe('vdx over vhost-user, QEMU 7.2 guest', () => {
         ].join('\n'),
         sharedMemory: true,
         qemuArgs,
-        whileRunning: async (runDir) => {
+        whileRunning: async (runDir, guestExited) => {
           const deadline = Date.now() + 120_000;
           while (!existsSync(join(runDir, 'idle'))) {
+            if (guestExited.aborted) throw new Error('guest exited before going idle');
             if (Date.now() > deadline) throw new Error('guest never went idle');
             await new Promise((r) => setTimeout(r, 100));
           }

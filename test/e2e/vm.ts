@@ -105,9 +105,10 @@ export interface GuestOptions {
   timeoutMs?: number;
   /**
    * Runs on the host while the guest runs; it sees the run share's host path
-   * (the guest's $VDX_RUN), so the two can hand each other files.
+   * (the guest's $VDX_RUN), so the two can hand each other files. `guestExited`
+   * aborts when QEMU exits, so a hook waiting on the guest can give up at once.
    */
-  whileRunning?: (runDir: string) => Promise<void>;
+  whileRunning?: (runDir: string, guestExited: AbortSignal) => Promise<void>;
 }
 
 export interface GuestResult {
@@ -208,15 +209,21 @@ async function runGuestOnce(o: GuestOptions): Promise<GuestResult> {
       signalGroup(qemu, 'SIGKILL');
     }, timeoutMs);
     let sideError: unknown;
-    const side = o.whileRunning?.(runDir).catch((e: unknown) => {
+    const guestExited = new AbortController();
+    const side = o.whileRunning?.(runDir, guestExited.signal).catch((e: unknown) => {
       sideError = e;
       signalGroup(qemu, 'SIGKILL');
     });
     const code = await exited(qemu);
+    guestExited.abort();
     clearTimeout(timer);
     await side;
-    if (sideError) throw sideError;
     await new Promise<void>((res) => log.end(res));
+    // A guest that died on the TCG int3 artifact is retried by runGuest, whatever the hook made of it.
+    if (sideError && /Oops: int3/.test(text) && parseGuestConsole(text, nonce).status === undefined) {
+      throw new GuestCrash(`guest ${o.name}: kernel died (TCG int3) while the host side waited`, text);
+    }
+    if (sideError) throw sideError;
     const durationMs = Date.now() - started;
 
     const tail = () => text.split('\n').slice(-40).join('\n');
