@@ -362,17 +362,23 @@ const lines = configs.length === 0 ? [`# vdx guest benchmarks (${new Date().toIS
 writeFileSync(join(OUT, 'results.md'), lines.join('\n'));
 writeFileSync(join(OUT, 'results.json'), `${JSON.stringify({ seconds: SECONDS, rounds: ROUNDS, results }, null, 2)}\n`);
 if (results.length > 0) writeFileSync(join(OUT, 'chart.svg'), chart(results));
+/** Add a section to results.md (rewritten at once, so a later failure keeps it) and its data as JSON. */
+function addSection(md, jsonName, data) {
+  lines.push('', ...md, '');
+  writeFileSync(join(OUT, 'results.md'), lines.join('\n'));
+  writeFileSync(join(OUT, jsonName), `${JSON.stringify(data, null, 2)}\n`);
+}
 if (args.includes('--guest')) {
   const g = await guestVduse();
-  lines.push(
-    '',
-    '## VDUSE in the 6.12 bench guest (TCG)',
-    '',
-    `fio 4 KiB randread QD32 (libaio, O_DIRECT) on /dev/vdX, medians of ${ROUNDS}: vdx ${fmt(g.vdx)} IOPS, qemu-storage-daemon vduse-blk ${fmt(g.qsd)} IOPS, ratio ${fmt(g.vdx / g.qsd, 2)}. Under TCG only the ratio means anything.`,
-    '',
+  addSection(
+    [
+      '## VDUSE in the 6.12 bench guest (TCG)',
+      '',
+      `fio 4 KiB randread QD32 (libaio, O_DIRECT) on /dev/vdX, medians of ${ROUNDS}: vdx ${fmt(g.vdx)} IOPS, qemu-storage-daemon vduse-blk ${fmt(g.qsd)} IOPS, ratio ${fmt(g.vdx / g.qsd, 2)}. Under TCG only the ratio means anything.`,
+    ],
+    'guest-vduse.json',
+    g,
   );
-  writeFileSync(join(OUT, 'results.md'), lines.join('\n'));
-  writeFileSync(join(OUT, 'guest-vduse.json'), `${JSON.stringify(g, null, 2)}\n`);
 }
 if (args.includes('--memory')) {
   const m = await memoryUnderLoad(bin);
@@ -380,38 +386,38 @@ if (args.includes('--memory')) {
     const x = m[peer];
     return `| ${peer === 'vdx' ? 'vdx (2 reactors)' : 'QSD (2 iothreads)'} | ${fmt(x.idle.rss)} | ${fmt(x.loaded.peak)} | ${fmt(x.loaded.anon)} / ${fmt(x.loaded.file)} / ${fmt(x.loaded.shmem)} | ${x.iops.map((n) => fmt(n / 1000)).join(', ')} |`;
   };
-  lines.push(
-    '',
-    '## Resident memory, 4 exports under load',
-    '',
-    `4 vhost-user exports (2 null, 2 file on io_uring), each with a 2-queue QD32 randread libblkio client, all four at once for ${SECONDS * 2} s.`,
-    '',
-    '| daemon | idle RSS MiB | peak RSS under load MiB | anon / file / shmem MiB after | client kIOPS |',
-    '|---|---|---|---|---|',
-    row('vdx'),
-    row('qsd'),
-    '',
+  addSection(
+    [
+      '## Resident memory, 4 exports under load',
+      '',
+      `4 vhost-user exports (2 null, 2 file on io_uring), each with a 2-queue QD32 randread libblkio client, all four at once for ${SECONDS * 2} s.`,
+      '',
+      '| daemon | idle RSS MiB | peak RSS under load MiB | anon / file / shmem MiB after | client kIOPS |',
+      '|---|---|---|---|---|',
+      row('vdx'),
+      row('qsd'),
+    ],
+    'memory.json',
+    m,
   );
-  writeFileSync(join(OUT, 'results.md'), lines.join('\n'));
-  writeFileSync(join(OUT, 'memory.json'), `${JSON.stringify(m, null, 2)}\n`);
 }
 if (args.includes('--packed')) {
   const g = await guestPacked();
-  lines.push(
-    '',
-    '## Packed vs split virtqueues (QEMU 7.2 guest, TCG)',
-    '',
-    `One vdx (1 reactor, null bdevs) serves two vhost-user-blk-pci disks of one guest, packed=off and packed=on; fio 4 KiB randread (libaio, O_DIRECT) alternates between them, medians of ${ROUNDS}. Under TCG the guest is the bottleneck; only the ratio means anything.`,
-    '',
-    '| QD | split IOPS | packed IOPS | packed/split | split lat µs | packed lat µs |',
-    '|---|---|---|---|---|---|',
-    ...[1, 32].map((qd) => {
-      const r = g[`qd${qd}`];
-      return `| ${qd} | ${fmt(r.split.iops)} | ${fmt(r.packed.iops)} | ${fmt(r.packed.iops / r.split.iops, 2)} | ${fmt(r.split.lat_us, 1)} | ${fmt(r.packed.lat_us, 1)} |`;
-    }),
-    '',
+  addSection(
+    [
+      '## Packed vs split virtqueues (QEMU 7.2 guest, TCG)',
+      '',
+      `One vdx (1 reactor, null bdevs) serves two vhost-user-blk-pci disks of one guest, packed=off and packed=on; fio 4 KiB randread (libaio, O_DIRECT) alternates between them, medians of ${ROUNDS}. Under TCG the guest is the bottleneck; only the ratio means anything.`,
+      '',
+      '| QD | split IOPS | packed IOPS | packed/split | split lat µs | packed lat µs |',
+      '|---|---|---|---|---|---|',
+      ...[1, 32].map((qd) => {
+        const r = g[`qd${qd}`];
+        return `| ${qd} | ${fmt(r.split.iops)} | ${fmt(r.packed.iops)} | ${fmt(r.packed.iops / r.split.iops, 2)} | ${fmt(r.split.lat_us, 1)} | ${fmt(r.packed.lat_us, 1)} |`;
+      }),
+    ],
+    'guest-packed.json',
+    g,
   );
-  writeFileSync(join(OUT, 'results.md'), lines.join('\n'));
-  writeFileSync(join(OUT, 'guest-packed.json'), `${JSON.stringify(g, null, 2)}\n`);
 }
 process.stdout.write(`${lines.join('\n')}\nwritten to ${OUT}\n`);

@@ -43,8 +43,6 @@ export class Uring {
   private readonly cqMask: number;
   private readonly sqes: DataView;
   private readonly sqFlags: Uint32Array;
-  /** completion work waits for io_uring_enter (COOP_TASKRUN) instead of interrupting us */
-  readonly coopTaskrun: boolean;
   /** SQEs written but not yet handed to the kernel */
   private pending = 0;
   private localTail: number;
@@ -60,11 +58,9 @@ export class Uring {
     let s: UringSetup;
     try {
       s = native.uringSetup(entries, IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG);
-      this.coopTaskrun = true;
     } catch (e) {
       if ((e as { errno?: number }).errno !== EINVAL) throw e;
       s = native.uringSetup(entries, 0);
-      this.coopTaskrun = false;
     }
     this.setup = s;
     this.fd = s.fd;
@@ -125,10 +121,6 @@ export class Uring {
     const rc = this.native.uringEnter(this.fd, this.pending, 0, 0);
     if (rc > 0) this.pending -= rc;
     return rc;
-  }
-
-  hasPending(): boolean {
-    return this.pending > 0;
   }
 
   /** SQEs queued but not yet taken by the kernel. */

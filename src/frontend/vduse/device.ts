@@ -199,6 +199,7 @@ export class VduseDevice {
         const index = (req as { index: number }).index;
         const vq = this.vqs[index];
         if (!vq) return this.respond(req.id, VDUSE_REQ_RESULT_FAILED);
+        const packed = this.packedRings();
         if (vq.running) {
           const st = await vq.running.host.queueState(vq.running.id);
           vq.lastAvail = st.lastAvail;
@@ -208,10 +209,10 @@ export class VduseDevice {
           const buf = vqInfoBuffer(index);
           if (this.ctx.native.ioctl(this.dev, VDUSE_VQ_GET_INFO, buf) < 0) return this.respond(req.id, VDUSE_REQ_RESULT_FAILED);
           const info = decodeVqInfo(buf);
-          vq.lastAvail = this.packedRings() ? info.packedAvail : info.availIndex;
+          vq.lastAvail = packed ? info.packedAvail : info.availIndex;
           vq.lastUsed = info.packedUsed;
         }
-        if (this.packedRings()) return this.respond(req.id, VDUSE_REQ_RESULT_OK, { index, packedAvail: vq.lastAvail, packedUsed: vq.lastUsed });
+        if (packed) return this.respond(req.id, VDUSE_REQ_RESULT_OK, { index, packedAvail: vq.lastAvail, packedUsed: vq.lastUsed });
         return this.respond(req.id, VDUSE_REQ_RESULT_OK, { index, avail: vq.lastAvail });
       }
       case VDUSE_SET_STATUS: {
