@@ -11,7 +11,9 @@
         "native/uring.cc",
         "native/ioctl.cc",
         "native/netlink.cc",
-        "native/sched.cc"
+        "native/sched.cc",
+        "native/notify.cc",
+        "native/clock.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],

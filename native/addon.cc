@@ -53,6 +53,8 @@ static Napi::Object InitShim(Napi::Env env, Napi::Object exports) {
   vdx::InitIoctl(env, exports);
   vdx::InitNetlink(env, exports);
   vdx::InitSched(env, exports);
+  vdx::InitNotify(env, exports);
+  vdx::InitClock(env, exports);
   return exports;
 }
 

@@ -12,6 +12,14 @@ PACKAGES=(
   qemu-system-x86 qemu-system-common qemu-utils
   # used inside the guest from the shared host root
   e2fsprogs iproute2 fio coreutils
+  # e2e (container.test.ts): a vdx disk handed to a container in the guest; podman brings
+  # conmon and containers-common, crun is named so that apt does not settle for runc
+  podman crun
+  # unit tests: promtool check metrics on the /metrics exposition (Debian ships promtool in
+  # prometheus, whose server is stopped and disabled below)
+  prometheus
+  # unit tests: systemd-analyze verify on contrib/systemd/vdx.service
+  systemd
 )
 
 missing=()
@@ -25,5 +33,24 @@ fi
 [ "$(id -u)" = 0 ] || { echo "install-deps: need root to install: ${missing[*]}" >&2; exit 1; }
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends "${missing[@]}"
+# Another apt or dpkg may hold the locks on a fresh machine (unattended upgrades,
+# a first boot's setup): wait for them instead of failing.
+# DPkg::Lock::Timeout covers dpkg's locks; apt-get update takes the lists lock
+# and fails at once while someone holds it, so it is retried then.
+LOCK_WAIT=(-o DPkg::Lock::Timeout=900)
+for try in $(seq 1 90); do
+  if out=$(apt-get "${LOCK_WAIT[@]}" update -q 2>&1); then echo "$out"; break; fi
+  if ! grep -q 'Could not get lock' <<<"$out" || [ "$try" = 90 ]; then echo "$out" >&2; exit 1; fi
+  echo "install-deps: apt's lists are locked by another process; waiting" >&2
+  sleep 10
+done
+apt-get "${LOCK_WAIT[@]}" install -y -q --no-install-recommends "${missing[@]}"
+# Debian's prometheus starts its server where services may start (systemd as init); vdx only
+# wants promtool, so leave no server running or enabled.
+if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus.service || true
+  elif [ -x /etc/init.d/prometheus ]; then
+    /etc/init.d/prometheus stop || true
+  fi
+fi

@@ -1,64 +1,91 @@
-// The running vdx: bdevs (main-thread descriptions), reactors, exports, and the
-// control socket.
+// The running vdx, and the composition root of its control plane: reactors,
+// the bdev and export registries, and the JSON-RPC socket over them. The
+// command line, the config file and RPC all create through the registries.
 import type { Logger } from 'pino';
 import { bdevModule } from './bdev/registry.js';
-import type { BdevDesc } from './bdev/types.js';
 import type { DaemonConfig } from './config/config.js';
 import { validateConfig } from './config/config.js';
+import { checkSavedConfig, type SavedConfig } from './config/saved.js';
+import { BdevRegistry } from './control/bdevs.js';
+import { ControlError, EINVAL } from './control/errors.js';
+import { ExportRegistry } from './control/exports.js';
 import { ReactorPool } from './core/reactor-pool.js';
-import { VduseExport } from './frontend/vduse/export.js';
-import { VhostUserExport } from './frontend/vhost-user/export.js';
 import type { NativeShim } from './native/index.js';
+import { RpcDispatcher } from './rpc/dispatch.js';
+import type { MethodTable } from './rpc/method.js';
+import type { ReactorSettings, RpcContext } from './rpc/methods/context.js';
+import { METHODS } from './rpc/methods/index.js';
 import { RpcServer } from './rpc/server.js';
-import { VdpaOps } from './vdpa/ops.js';
+import { CounterRegistry } from './metrics/counters.js';
+import { renderPrometheus } from './metrics/prometheus.js';
+import { type MetricsAddr, type MetricsServer, startMetricsServer } from './metrics/server.js';
 
 export const DEFAULT_RPC_SOCKET = '/run/vdx/vdx.rpc.sock';
+export const DEFAULT_VHOST_SOCKET_DIR = '/run/vdx';
 
-export class Daemon {
-  private pool: ReactorPool | undefined;
-  private readonly bdevs = new Map<string, BdevDesc>();
-  private readonly vhostUser: VhostUserExport[] = [];
-  private readonly vduse: VduseExport[] = [];
-  private ops: VdpaOps | undefined;
+export interface DaemonOptions {
+  /** null: no control socket */
+  rpcSocket: string | null;
+  /** where vhost_create_blk_controller puts sockets (SPDK's -S) */
+  vhostSocketDir: string;
+  /** serve Prometheus metrics at http://ADDR/metrics; undefined: off */
+  metrics?: MetricsAddr;
+}
+
+export class Daemon implements RpcContext {
+  private poolRef: ReactorPool | undefined;
+  private bdevsRef: BdevRegistry | undefined;
+  private exportsRef: ExportRegistry | undefined;
   private rpc: RpcServer | undefined;
+  private metricsServer: MetricsServer | undefined;
+  /** I/O counters of every export's queues, written by the reactors */
+  readonly counters = new CounterRegistry();
+  readonly methods: MethodTable<RpcContext> = METHODS;
+  readonly reactors: ReactorSettings;
+  readonly vhostSocketDir: string;
 
   constructor(
     private readonly native: NativeShim,
     private readonly config: DaemonConfig,
     private readonly log: Logger,
-    /** null: no control socket */
-    private readonly rpcSocket: string | null = DEFAULT_RPC_SOCKET,
+    private readonly opts: DaemonOptions = { rpcSocket: DEFAULT_RPC_SOCKET, vhostSocketDir: DEFAULT_VHOST_SOCKET_DIR },
   ) {
     validateConfig(config);
+    if (config.saved) checkSavedConfig(config.saved.where, config.saved.doc);
+    this.reactors = { count: config.reactors, cpus: config.cpus, idleSpinUs: config.idleSpinUs };
+    this.vhostSocketDir = opts.vhostSocketDir;
+  }
+
+  get pool(): ReactorPool {
+    if (!this.poolRef) throw new Error('the daemon is not running');
+    return this.poolRef;
+  }
+  get bdevs(): BdevRegistry {
+    if (!this.bdevsRef) throw new Error('the daemon is not running');
+    return this.bdevsRef;
+  }
+  get exports(): ExportRegistry {
+    if (!this.exportsRef) throw new Error('the daemon is not running');
+    return this.exportsRef;
   }
 
   async start(): Promise<void> {
     try {
-      for (const b of this.config.bdevs) {
-        const { type, ...spec } = b;
-        const desc = bdevModule(type).create(spec);
-        this.bdevs.set(desc.info.name, desc);
-        this.log.info({ component: 'bdev', name: desc.info.name, type, sizeBytes: desc.info.sizeBytes }, 'bdev created');
-      }
-      this.pool = new ReactorPool(this.native, this.config.reactors, this.config.idleSpinUs, this.config.cpus);
-      for (const r of this.pool.reactors) {
+      const pool = new ReactorPool(this.native, this.config.reactors, this.config.idleSpinUs, this.config.cpus);
+      this.poolRef = pool;
+      for (const r of pool.reactors) {
         r.on('log', (level, msg, data) => this.log[level]({ component: 'reactor', reactor: r.index, ...data }, msg));
       }
-      for (const x of this.config.exports) {
-        const bdev = this.bdevs.get(x.bdev)!;
-        if (x.type === 'vhost-user') {
-          const e = new VhostUserExport(this.native, this.pool, bdev, x, this.log);
-          e.start();
-          this.vhostUser.push(e);
-        } else {
-          this.ops ??= new VdpaOps();
-          const e = new VduseExport(this.native, this.pool, bdev, x, this.log, this.ops);
-          this.vduse.push(e);
-          await e.start();
-        }
+      this.bdevsRef = new BdevRegistry(this.log);
+      this.exportsRef = new ExportRegistry(this.native, pool, this.bdevsRef, this.log, this.counters);
+      if (this.config.saved) await this.replay(this.config.saved.where, this.config.saved.doc);
+      for (const b of this.config.bdevs) this.bdevs.create(b);
+      for (const x of this.config.exports) await this.exports.create(x);
+      if (this.opts.metrics) {
+        this.metricsServer = await startMetricsServer(this.opts.metrics, () => this.renderMetrics(), this.log);
       }
-      if (this.rpcSocket) {
-        this.rpc = new RpcServer(this.rpcSocket, this.rpcMethods(), this.log);
+      if (this.opts.rpcSocket) {
+        this.rpc = new RpcServer(this.opts.rpcSocket, new RpcDispatcher<unknown>(this.methods as MethodTable<unknown>, this, this.log), this.log);
         await this.rpc.start();
       }
     } catch (e) {
@@ -67,60 +94,63 @@ export class Daemon {
     }
   }
 
-  private rpcMethods() {
-    const vduse = (name: unknown) => {
-      const e = this.vduse.find((x) => x.name === name);
-      if (!e) throw new Error(`no vduse export '${String(name)}'; vduse exports: ${this.vduse.map((x) => x.name).join(', ') || 'none'}`);
-      return e;
-    };
-    return {
-      exports: async () => [
-        ...this.vhostUser.map((e) => ({ type: 'vhost-user', name: e.opts.name, bdev: e.bdevName, socket: e.opts.socket })),
-        ...(await Promise.all(this.vduse.map((e) => e.info()))),
-      ],
-      vdpa_list: async () => Promise.all(this.vduse.map((e) => e.info())),
-      vdpa_bind: async (p: Record<string, unknown>) => {
-        if (p.bus !== 'virtio' && p.bus !== 'vhost') throw new Error(`bus must be virtio or vhost, not '${String(p.bus)}'`);
-        return { node: await vduse(p.name).switchBus(p.bus) };
-      },
-      stats: async () => this.stats(),
-      bdev_resize: async (p: Record<string, unknown>) => this.resize(String(p.name), p.size === undefined ? undefined : String(p.size)),
-    };
+  /** Replay a saved configuration through the RPC methods, in order; the first failure names its entry. */
+  private async replay(where: string, doc: SavedConfig): Promise<void> {
+    for (const s of doc.subsystems) {
+      for (const [i, c] of (s.config ?? []).entries()) {
+        const m = Object.hasOwn(this.methods, c.method) ? this.methods[c.method] : undefined;
+        const at = `${where}: subsystem ${s.subsystem}, config[${i}] (${c.method})`;
+        if (!m) throw new Error(`${at}: vdx has no such method (rpc_get_methods lists them)`);
+        try {
+          await m.call(c.params ?? {}, this, c.method);
+        } catch (e) {
+          throw new Error(`${at}: ${(e as Error).message}`);
+        }
+      }
+    }
   }
 
   /**
-   * Grow or shrink a file bdev (to `size`, or to the file's current size when the
-   * file was resized outside vdx) and tell the drivers: VDUSE devices get a
-   * config-change interrupt; vhost-user front-ends see it on their next GET_CONFIG
-   * (notifying them needs the back-end request channel, which vdx does not offer).
+   * Change a bdev's capacity (to `size`, or re-read a file's size after it was
+   * resized outside vdx) and tell the drivers: VDUSE devices get a
+   * config-change interrupt; vhost-user front-ends see it on their next
+   * GET_CONFIG (notifying them needs the back-end request channel, which vdx
+   * does not offer).
    */
-  async resize(name: string, size: string | undefined): Promise<{ sizeBytes: number }> {
-    const d = this.bdevs.get(name);
-    if (!d) throw new Error(`no bdev '${name}'; bdevs: ${[...this.bdevs.keys()].join(', ')}`);
-    const sizeBytes = bdevModule(d.info.type).resize?.(d, size);
-    if (sizeBytes === undefined) throw new Error(`bdev '${name}' (${d.info.type}) cannot be resized; file bdevs can`);
-    await Promise.all(this.pool!.reactors.map((r) => r.setSize(name, sizeBytes)));
-    for (const e of this.vduse) if (e.bdevName === name) e.device.setCapacity(d.info.sizeBytes - (d.info.sizeBytes % 512));
+  async resizeBdev(name: string, size: string | undefined): Promise<number> {
+    const e = this.bdevs.get(name);
+    const m = bdevModule(e.spec.type);
+    if (!m.resize) throw new ControlError(EINVAL, `bdev '${name}' (${e.spec.type}) cannot be resized; file and null bdevs can`);
+    let sizeBytes: number;
+    try {
+      sizeBytes = m.resize(e.desc, size);
+    } catch (err) {
+      throw new ControlError(EINVAL, (err as Error).message);
+    }
+    this.bdevs.resized(name);
+    await Promise.all(this.pool.reactors.map((r) => r.setSize(name, sizeBytes)));
+    for (const x of this.exports.list('vduse')) {
+      if (x.kind === 'vduse' && x.cfg.bdev === name) x.impl.device.setCapacity(sizeBytes - (sizeBytes % 512));
+    }
     this.log.info({ component: 'bdev', name, sizeBytes }, 'bdev resized');
-    return { sizeBytes };
+    return sizeBytes;
+  }
+
+  /** The Prometheus text of every queue's and reactor's counters. */
+  renderMetrics(): string {
+    return renderPrometheus({ queues: this.counters.snapshot(), reactors: this.pool.reactors.map((r) => r.counters()) });
   }
 
   async stop(): Promise<void> {
     await this.rpc?.stop();
     this.rpc = undefined;
-    for (const e of this.vhostUser.splice(0)) await e.stop();
-    for (const e of this.vduse.splice(0)) {
-      await e.stop().catch((err: Error) => this.log.error(`stopping ${e.name}: ${err.message}`));
-    }
-    await this.ops?.close();
-    this.ops = undefined;
-    await this.pool?.shutdown();
-    this.pool = undefined;
-    for (const d of this.bdevs.values()) bdevModule(d.info.type).destroy(d);
-    this.bdevs.clear();
-  }
-
-  async stats(): Promise<unknown[]> {
-    return this.pool ? Promise.all(this.pool.reactors.map((r) => r.stats())) : [];
+    await this.metricsServer?.close();
+    this.metricsServer = undefined;
+    await this.exportsRef?.clear();
+    this.exportsRef = undefined;
+    await this.poolRef?.shutdown();
+    this.poolRef = undefined;
+    this.bdevsRef?.clear();
+    this.bdevsRef = undefined;
   }
 }

@@ -173,12 +173,16 @@ export const fileBdev: BdevModule = {
     readonly: 'on: open read-only (default off)',
     'block-size': 'logical block size: 512 or 4096 (default 512)',
   },
-  create(spec): BdevDesc {
+  normalize(spec) {
     checkKeys('file', spec, fileBdev.keys, ['name', 'path']);
+    const onOff = (k: string) => (parseBool(k, spec[k], false) ? 'on' : 'off');
+    return { name: spec.name!, path: spec.path!, direct: onOff('direct'), readonly: onOff('readonly'), 'block-size': String(parseBlockSize(spec['block-size'])) };
+  },
+  create(spec): BdevDesc {
     const path = spec.path!;
-    const direct = parseBool('direct', spec.direct, false);
-    const readonly = parseBool('readonly', spec.readonly, false);
-    const blockSize = parseBlockSize(spec['block-size']);
+    const direct = spec.direct === 'on';
+    const readonly = spec.readonly === 'on';
+    const blockSize = Number(spec['block-size']);
     try {
       accessSync(path, readonly ? FS.R_OK : FS.R_OK | FS.W_OK);
     } catch (e) {
@@ -219,5 +223,9 @@ export const fileBdev: BdevModule = {
     desc.info.sizeBytes = bytes - (bytes % desc.info.blockSize);
     return desc.info.sizeBytes;
   },
+  describe: (desc) => ({
+    productName: desc.params.direct ? 'AIO disk' : 'File disk',
+    driverSpecific: { file: { filename: desc.params.path, direct: desc.params.direct, readonly: desc.info.readonly, block_device: desc.params.isBlock } },
+  }),
   destroy(): void {},
 };

@@ -95,11 +95,20 @@ export const mallocBdev: BdevModule = {
     'block-size': 'logical block size: 512 or 4096 (default 512)',
     populate: 'on: allocate all the memory at start, on transparent huge pages where allowed, as a RAM disk does (no page faults, fewer TLB misses; default off)',
   },
-  create(spec): BdevDesc {
+  normalize(spec) {
     checkKeys('malloc', spec, mallocBdev.keys, ['name', 'size']);
-    const populate = parseBool('populate', spec.populate, false);
     const blockSize = parseBlockSize(spec['block-size']);
-    const sizeBytes = parseSize('size', spec.size!, Math.max(blockSize, PAGE));
+    return {
+      name: spec.name!,
+      size: String(parseSize('size', spec.size!, Math.max(blockSize, PAGE))),
+      'block-size': String(blockSize),
+      populate: parseBool('populate', spec.populate, false) ? 'on' : 'off',
+    };
+  },
+  create(spec): BdevDesc {
+    const populate = spec.populate === 'on';
+    const blockSize = Number(spec['block-size']);
+    const sizeBytes = Number(spec.size);
     const n = loadNative();
     // NORESERVE: an unpopulated disk costs only what has been written.
     const m = n.mmap(-1, 0, sizeBytes, n.PROT_READ | n.PROT_WRITE, n.MAP_PRIVATE | n.MAP_ANONYMOUS | n.MAP_NORESERVE);
@@ -120,12 +129,13 @@ export const mallocBdev: BdevModule = {
         caps: { flush: true, discard: true, writeZeroes: true },
         maxDiscardBytes: 1 << 30,
       },
-      params: { addr: m.addr, hugePages: huge },
+      params: { addr: m.addr, hugePages: huge, populate },
     };
   },
   open(desc): Channel {
     return new MallocChannel(desc.params.addr as number, desc.info.sizeBytes);
   },
+  describe: (desc) => ({ productName: 'Malloc disk', driverSpecific: { malloc: { populate: desc.params.populate, huge_pages: desc.params.hugePages } } }),
   destroy(desc): void {
     // Every channel is closed by now (reactors are shut down first).
     loadNative().munmap(null, desc.params.addr as number, desc.info.sizeBytes);

@@ -33,10 +33,14 @@ export const nullBdev: BdevModule = {
     size: 'capacity, e.g. 1G, 512M (required)',
     'block-size': 'logical block size: 512 or 4096 (default 512)',
   },
-  create(spec): BdevDesc {
+  normalize(spec) {
     checkKeys('null', spec, nullBdev.keys, ['name', 'size']);
     const blockSize = parseBlockSize(spec['block-size']);
-    const sizeBytes = parseSize('size', spec.size!, blockSize);
+    return { name: spec.name!, size: String(parseSize('size', spec.size!, blockSize)), 'block-size': String(blockSize) };
+  },
+  create(spec): BdevDesc {
+    const blockSize = Number(spec['block-size']);
+    const sizeBytes = Number(spec.size);
     return {
       info: {
         name: spec.name!,
@@ -53,5 +57,12 @@ export const nullBdev: BdevModule = {
   open(): Channel {
     return new NullChannel();
   },
+  /** A null bdev holds nothing, so any size will do (SPDK's bdev_null_resize). */
+  resize(desc, size): number {
+    if (size === undefined) throw new Error('null: give the new size');
+    desc.info.sizeBytes = parseSize('size', size, desc.info.blockSize);
+    return desc.info.sizeBytes;
+  },
+  describe: () => ({ productName: 'Null disk', driverSpecific: {} }),
   destroy(): void {},
 };

@@ -84,7 +84,14 @@ export interface BdevModule {
   readonly type: string;
   /** Keys accepted in `type:key=value,...` specs, with a one-line meaning each (for errors and --help). */
   readonly keys: Record<string, string>;
-  /** Main thread: validate a spec and create the shared state (malloc's memory, file checks). Throws a clear Error on bad input. */
+  /**
+   * Main thread, no side effects: validate a spec and return it in canonical
+   * form (every key the module knows, defaults filled in, sizes in bytes), so
+   * two specs for the same bdev compare equal key by key. Throws a clear Error
+   * on bad input.
+   */
+  normalize(spec: Record<string, string>): Record<string, string>;
+  /** Main thread: create the shared state (malloc's memory, file checks) from a normalized spec. */
   create(spec: Record<string, string>): BdevDesc;
   /** Reactor thread: open this reactor's channel. */
   open(desc: BdevDesc): Channel;
@@ -93,6 +100,8 @@ export interface BdevModule {
    * update desc.info; returns the new size in bytes.
    */
   resize?(desc: BdevDesc, size: string | undefined): number;
+  /** What listings show of this bdev (SPDK's bdev_get_bdevs product_name and driver_specific). */
+  describe(desc: BdevDesc): { productName: string; driverSpecific: Record<string, unknown> };
   /** Main thread: release what create() made. */
   destroy(desc: BdevDesc): void;
 }

@@ -4,8 +4,11 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { bdevFromSpec, type DaemonConfig, EXPORT_KEYS, exportFromSpec, loadConfigFile, parseCpumask, validateConfig } from '../config/config.js';
 import { BDEV_MODULES } from '../bdev/registry.js';
-import { DEFAULT_RPC_SOCKET, Daemon } from '../daemon.js';
-import { rpcCall } from '../rpc/server.js';
+import { DEFAULT_RPC_SOCKET, DEFAULT_VHOST_SOCKET_DIR, Daemon } from '../daemon.js';
+import { rpcCall } from '../rpc/client.js';
+import { addRemoteCommands, printTable } from './remote.js';
+import { SystemdNotifier } from '../systemd/notify.js';
+import { type MetricsAddr, parseMetricsAddr } from '../metrics/server.js';
 import { VdpaClient } from '../vdpa/client.js';
 import { existsSync } from 'node:fs';
 import { createLogger } from '../log/logger.js';
@@ -53,7 +56,7 @@ program
   )
   .option('--bdev <spec>', 'a bdev, TYPE:key=value,... (repeatable)', collect(bdevFromSpec), [])
   .option('--export <spec>', 'an export, TYPE:key=value,... (repeatable)', collect(exportFromSpec), [])
-  .option('--config <file>', 'JSON file with "bdevs", "exports", "reactors", "idleSpinUs"; merged with the options')
+  .option('--config <file>', 'a saved configuration (vdx config save, rpc.py save_config), or JSON with "bdevs", "exports", "reactors", "idleSpinUs"; merged with the options')
   .option('--reactors <n>', 'reactor threads (default 1, or one per CPU of --cpumask)', positiveInt('--reactors', 64))
   .option('--cpumask <mask>', 'pin reactors to these CPUs, one each in turn: a hex mask (0x3) or a list (0,2-3)', (v: string) => {
     try {
@@ -66,14 +69,22 @@ program
     if (!/^\d+$/.test(v)) throw new InvalidArgumentError('--idle-spin-us must be a whole number of microseconds');
     return Number(v);
   })
-  .option('--rpc-socket <path>', `control socket for 'vdx vdpa ...' (default ${DEFAULT_RPC_SOCKET}; 'none' to disable)`)
+  .option('--rpc-socket <path>', `JSON-RPC socket (SPDK's protocol: rpc.py -s PATH, vdx rpc ...; default ${DEFAULT_RPC_SOCKET}; 'none' to disable)`)
+  .option('--vhost-socket-dir <dir>', `where vhost_create_blk_controller puts controller sockets, like SPDK's -S (default ${DEFAULT_VHOST_SOCKET_DIR})`)
+  .option('--metrics <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9110 (default off)', (v: string) => {
+    try {
+      return parseMetricsAddr(v);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+  })
   .option('--log-level <level>', 'trace, debug, info, warn, error (default info, or $VDX_LOG_LEVEL)')
   .option('--log-format <format>', 'json or pretty (default: pretty on a terminal, else json)')
   .addHelpText(
     'after',
     `\n${keyHelp('Bdev types and keys:', Object.fromEntries(Object.entries(BDEV_MODULES).map(([t, m]) => [t, m.keys])))}\n\n${keyHelp('Export types and keys:', EXPORT_KEYS)}\n\nExample:\n  vdx serve --bdev malloc:name=m0,size=1G --export vhost-user:bdev=m0,socket=/run/vdx/m0.sock,num-queues=2,serial=disk0`,
   )
-  .action(async (o: { bdev: DaemonConfig['bdevs']; export: DaemonConfig['exports']; config?: string; reactors?: number; cpumask?: number[]; idleSpinUs?: number; rpcSocket?: string; logLevel?: string; logFormat?: string }) => {
+  .action(async (o: { bdev: DaemonConfig['bdevs']; export: DaemonConfig['exports']; config?: string; reactors?: number; cpumask?: number[]; idleSpinUs?: number; rpcSocket?: string; vhostSocketDir?: string; metrics?: MetricsAddr; logLevel?: string; logFormat?: string }) => {
     if (o.logFormat !== undefined && o.logFormat !== 'json' && o.logFormat !== 'pretty') {
       program.error(`--log-format ${o.logFormat}: must be json or pretty`, { exitCode: 2 });
     }
@@ -92,6 +103,7 @@ program
         idleSpinUs: o.idleSpinUs ?? file.idleSpinUs ?? 200,
         bdevs: [...(file.bdevs ?? []), ...o.bdev],
         exports: [...(file.exports ?? []), ...o.export],
+        ...(file.saved ? { saved: file.saved } : {}),
       };
       if (cfg.bdevs.length === 0 && cfg.exports.length === 0 && !o.config) {
         demo = true;
@@ -108,13 +120,18 @@ program
       program.error(`vdx serve: ${(e as Error).message}`, { exitCode: 2 });
     }
     const rpc = o.rpcSocket === 'none' ? null : (o.rpcSocket ?? DEFAULT_RPC_SOCKET);
-    const daemon = new Daemon(loadNative(), cfg, log, rpc);
+    const notifier = new SystemdNotifier({ log });
+    const daemon = new Daemon(loadNative(), cfg, log, { rpcSocket: rpc, vhostSocketDir: o.vhostSocketDir ?? DEFAULT_VHOST_SOCKET_DIR, metrics: o.metrics });
     try {
       await daemon.start();
     } catch (e) {
       log.error(`vdx serve: ${(e as Error).message}`);
+      notifier.status(`failed to start: ${(e as Error).message}`);
       process.exit(1);
     }
+    const serving = `serving ${daemon.bdevs.list().length} bdevs, ${daemon.exports.list().length} exports${rpc ? `; JSON-RPC at ${rpc}` : ''}`;
+    notifier.ready(serving);
+    log.info(serving);
     if (demo) {
       const lines = [
         `vdx: serving a 1 GiB malloc disk over vhost-user at ${DEFAULT_SOCKET}. Attach a QEMU guest with:`,
@@ -122,7 +139,7 @@ program
         `    -chardev socket,id=vdx0,path=${DEFAULT_SOCKET} -device vhost-user-blk-pci,chardev=vdx0,num-queues=2`,
       ];
       if (cfg.exports.some((x) => x.type === 'vduse')) {
-        const st = (await rpcCall(rpc ?? DEFAULT_RPC_SOCKET, 'vdpa_list').catch(() => [])) as { name: string; node?: string }[];
+        const st = (await rpcCall(rpc ?? DEFAULT_RPC_SOCKET, 'vduse_get_devices').catch(() => [])) as { name: string; node?: string }[];
         lines.push(`vdx: and a second 1 GiB malloc disk over VDUSE: vdpa device vdx0 is ${st[0]?.node ?? 'on the vDPA bus'} ('vdx vdpa bind vdx0 vhost' hands it to VMs)`);
       }
       lines.push('Stop with Ctrl-C.', '');
@@ -133,6 +150,7 @@ program
       if (stopping) return;
       stopping = true;
       log.info(`${sig}: shutting down`);
+      notifier.stopping(`${sig}: shutting down`);
       daemon.stop().then(
         () => process.exit(0),
         (e: Error) => {
@@ -145,45 +163,8 @@ program
     process.on('SIGTERM', () => stop('SIGTERM'));
   });
 
-const vdpa = program.command('vdpa').description('VDUSE devices on the vDPA bus: list them, move them between virtio_vdpa and vhost_vdpa');
-
-function printTable(rows: Record<string, unknown>[], cols: string[]): void {
-  const w = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c] ?? '-').length)));
-  const line = (vals: string[]) => vals.map((v, i) => v.padEnd(w[i]!)).join('  ').trimEnd();
-  process.stdout.write(`${line(cols.map((c) => c.toUpperCase()))}\n`);
-  for (const r of rows) process.stdout.write(`${line(cols.map((c) => String(r[c] ?? '-')))}\n`);
-}
-
-async function daemonCall(o: { rpcSocket?: string }, method: string, params: Record<string, unknown> = {}): Promise<unknown> {
-  try {
-    return await rpcCall(o.rpcSocket ?? DEFAULT_RPC_SOCKET, method, params);
-  } catch (e) {
-    program.error(`vdx vdpa: ${(e as Error).message}`, { exitCode: 1 });
-  }
-}
-
-vdpa
-  .command('list')
-  .description('the running daemon\'s VDUSE exports with their bus, driver and node (/dev/vdX or /dev/vhost-vdpa-N)')
-  .option('--rpc-socket <path>', `daemon control socket (default ${DEFAULT_RPC_SOCKET})`)
-  .option('--json', 'print JSON')
-  .action(async (o: { rpcSocket?: string; json?: boolean }) => {
-    const rows = (await daemonCall(o, 'vdpa_list')) as Record<string, unknown>[];
-    if (o.json) process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
-    else printTable(rows, ['name', 'bdev', 'bus', 'driver', 'node']);
-  });
-
-vdpa
-  .command('bind')
-  .description('move a running VDUSE export to another bus, keeping its data: virtio (/dev/vdX here) or vhost (/dev/vhost-vdpa-N for VMs); refused while the current node is in use')
-  .argument('<name>', 'the export (vdpa device) name')
-  .argument('<bus>', 'virtio or vhost')
-  .option('--rpc-socket <path>', `daemon control socket (default ${DEFAULT_RPC_SOCKET})`)
-  .action(async (name: string, bus: string, o: { rpcSocket?: string }) => {
-    if (bus !== 'virtio' && bus !== 'vhost') program.error(`vdx vdpa bind: bus '${bus}' must be virtio or vhost`, { exitCode: 2 });
-    const r = (await daemonCall(o, 'vdpa_bind', { name, bus })) as { node: string };
-    process.stdout.write(`${name}: ${r.node}\n`);
-  });
+addRemoteCommands(program);
+const vdpa = program.commands.find((c) => c.name() === 'vdpa')!;
 
 vdpa
   .command('mgmtdev')
@@ -214,21 +195,6 @@ vdpa
       printTable(rows, ['name', 'mgmtdev', 'deviceId', 'maxVqs', 'maxVqSize']);
     } catch (e) {
       program.error(`vdx vdpa devices: ${(e as Error).message}`, { exitCode: 1 });
-    }
-  });
-
-program
-  .command('resize')
-  .description('change a running file bdev\'s capacity and tell the drivers (VDUSE: config interrupt; vhost-user: next GET_CONFIG)')
-  .argument('<bdev>', 'bdev name')
-  .argument('[size]', 'new size, e.g. 2G; omit after resizing the file or device yourself')
-  .option('--rpc-socket <path>', `daemon control socket (default ${DEFAULT_RPC_SOCKET})`)
-  .action(async (name: string, size: string | undefined, o: { rpcSocket?: string }) => {
-    try {
-      const r = (await rpcCall(o.rpcSocket ?? DEFAULT_RPC_SOCKET, 'bdev_resize', size === undefined ? { name } : { name, size })) as { sizeBytes: number };
-      process.stdout.write(`${name}: ${r.sizeBytes} bytes\n`);
-    } catch (e) {
-      program.error(`vdx resize: ${(e as Error).message}`, { exitCode: 1 });
     }
   });
 

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { BDEV_MODULES, bdevModule } from '../bdev/registry.js';
 import { checkKeys, parseBool } from '../bdev/spec.js';
+import { isSavedConfig, savedReactors, type SavedConfig } from './saved.js';
 
 export interface BdevConfig {
   type: string;
@@ -21,6 +22,10 @@ export interface VhostUserExportConfig {
   readonly: boolean;
   mode: number;
   logicalBlockSize: number | undefined;
+  /** offer VIRTIO_F_RING_PACKED (the front-end chooses) */
+  packed: boolean;
+  /** CPUs whose reactors may serve this export's queues, as a hex mask; undefined: all */
+  cpumask: string | undefined;
 }
 
 export interface VduseExportConfig {
@@ -36,6 +41,8 @@ export interface VduseExportConfig {
   bus: 'virtio' | 'vhost' | 'none';
   /** offer VIRTIO_F_RING_PACKED */
   packed: boolean;
+  /** CPUs whose reactors may serve this export's queues, as a hex mask; undefined: all */
+  cpumask: string | undefined;
 }
 
 export type ExportConfig = VhostUserExportConfig | VduseExportConfig;
@@ -48,7 +55,14 @@ export interface DaemonConfig {
   idleSpinUs: number;
   bdevs: BdevConfig[];
   exports: ExportConfig[];
+  /** a saved configuration (SPDK's format) replayed before bdevs and exports */
+  saved?: { where: string; doc: SavedConfig };
 }
+
+/** Keys every bdev type takes: kept by the registry, not the module. */
+export const COMMON_BDEV_KEYS: Record<string, string> = {
+  uuid: 'the bdev\'s UUID, as bdev_get_bdevs shows it (default: a random one)',
+};
 
 export const EXPORT_KEYS: Record<string, Record<string, string>> = {
   'vhost-user': {
@@ -61,6 +75,8 @@ export const EXPORT_KEYS: Record<string, Record<string, string>> = {
     readonly: 'on: guest writes fail, VIRTIO_BLK_F_RO is offered (default off)',
     mode: 'socket file mode, octal (default 0600)',
     'logical-block-size': 'block size the guest sees: 512 or 4096 (default: the bdev\'s)',
+    packed: 'off: do not offer packed virtqueues (default on: QEMU uses them with packed=on)',
+    cpumask: 'reactors that may serve the queues: those on these CPUs, a hex mask or a list (default: all)',
   },
   vduse: {
     bdev: 'name of the bdev to export (required)',
@@ -72,6 +88,7 @@ export const EXPORT_KEYS: Record<string, Record<string, string>> = {
     readonly: 'on: guest writes fail, VIRTIO_BLK_F_RO is offered (default off)',
     bus: 'virtio: /dev/vdX on this host; vhost: /dev/vhost-vdpa-N for VMs and libblkio; none: only /dev/vduse/NAME (default virtio)',
     packed: 'on: offer packed virtqueues (VIRTIO_F_RING_PACKED); drivers that know them use them (default off)',
+    cpumask: 'reactors that may serve the queues: those on these CPUs, a hex mask or a list (default: all)',
   },
 };
 
@@ -102,7 +119,7 @@ function intKey(type: string, key: string, v: string | undefined, dflt: number, 
 export function bdevFromSpec(spec: string): BdevConfig {
   const { type, keys } = parseSpec('--bdev', spec);
   if (!BDEV_MODULES[type]) throw new Error(`--bdev '${spec}': unknown type '${type}'; known types: ${Object.keys(BDEV_MODULES).join(', ')}`);
-  checkKeys(type, keys, bdevModule(type).keys, ['name']);
+  checkKeys(type, keys, { ...bdevModule(type).keys, ...COMMON_BDEV_KEYS }, ['name']);
   return { type, ...keys };
 }
 
@@ -136,6 +153,7 @@ export function exportFromKeys(type: string, keys: Record<string, string>): Expo
       readonly: parseBool('readonly', keys.readonly, false),
       bus,
       packed: parseBool('packed', keys.packed, false),
+      cpumask: cpumaskKey(type, keys.cpumask),
     };
   }
   const mode = keys.mode ?? '0600';
@@ -151,7 +169,25 @@ export function exportFromKeys(type: string, keys: Record<string, string>): Expo
     readonly: parseBool('readonly', keys.readonly, false),
     mode: parseInt(mode, 8),
     logicalBlockSize: logicalBlockSize(type, keys['logical-block-size']),
+    packed: parseBool('packed', keys.packed, true),
+    cpumask: cpumaskKey(type, keys.cpumask),
   };
+}
+
+function cpumaskKey(type: string, v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  try {
+    return cpumaskHex(parseCpumask(v));
+  } catch (e) {
+    throw new Error(`${type}: ${(e as Error).message}`);
+  }
+}
+
+/** CPU numbers -> "0x3", the form SPDK prints. */
+export function cpumaskHex(cpus: number[]): string {
+  let m = 0n;
+  for (const c of cpus) m |= 1n << BigInt(c);
+  return `0x${m.toString(16)}`;
 }
 
 export function exportFromSpec(spec: string): ExportConfig {
@@ -168,6 +204,10 @@ export function loadConfigFile(path: string): Partial<DaemonConfig> {
     throw new Error(`--config ${path}: ${(e as Error).message}`);
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`--config ${path}: expected a JSON object`);
+  if (isSavedConfig(raw)) {
+    const r = savedReactors(`--config ${path}`, raw);
+    return { ...(r.count ? { reactors: r.count } : {}), ...(r.cpus ? { cpus: r.cpus } : {}), ...(r.idleSpinUs !== undefined ? { idleSpinUs: r.idleSpinUs } : {}), saved: { where: `--config ${path}`, doc: raw } };
+  }
   const o = raw as Record<string, unknown>;
   for (const k of Object.keys(o)) {
     if (!['reactors', 'cpumask', 'idleSpinUs', 'bdevs', 'exports'].includes(k)) throw new Error(`--config ${path}: unknown key '${k}'; known keys: reactors, cpumask, idleSpinUs, bdevs, exports`);
@@ -220,8 +260,9 @@ export function parseCpumask(v: string): number[] {
   return cpus;
 }
 
-/** Cross-checks: unique names, every export names a bdev that exists. */
+/** Cross-checks: unique names, every export names a bdev that exists (a saved configuration's are checked as it is replayed). */
 export function validateConfig(c: DaemonConfig): void {
+  if (c.saved) return;
   const names = new Set<string>();
   for (const b of c.bdevs) {
     if (names.has(b.name!)) throw new Error(`bdev name '${b.name}' is used twice`);

@@ -32,6 +32,13 @@ export interface QueueSpec {
   irq?: { fd: number; request: number; arg: number };
   bdev: BdevDesc;
   blk: BlkParams;
+  /**
+   * The queue's I/O counters (layout: virtio/blk-counters.ts), allocated and
+   * read by the main thread, written only by the reactor running the queue.
+   * The main thread keeps one per export and queue index, so counts carry on
+   * across a front-end's reconnect. Absent: the reactor counts privately.
+   */
+  counters?: SharedArrayBuffer;
 }
 
 export type ReactorRequest =
@@ -73,4 +80,6 @@ export interface ReactorInit {
   idleSpinUs: number;
   /** CPUs to pin this reactor's thread to; empty: leave it to the scheduler */
   cpus: number[];
+  /** busy/idle time and sleeps (layout: reactor-counters.ts), written by the reactor only */
+  counters?: SharedArrayBuffer;
 }

@@ -4,6 +4,7 @@ import { EventEmitter } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import type { NativeShim } from '../native/index.js';
 import type { QueueSpec, QueueStopped, ReactorInit, ReactorReply, ReactorRequest, ReactorStats } from './messages.js';
+import { allocReactorCounters, ReactorCounterReader, type ReactorCounters } from './reactor-counters.js';
 
 export interface ReactorEvents {
   broken: [id: string, why: string];
@@ -24,6 +25,16 @@ export interface QueuePlacer {
   pick(): QueueHost;
 }
 
+/**
+ * Main thread: hands a frontend the counter buffer for one of its queues
+ * (QueueSpec.counters). The same (export, queue index) gets the same buffer
+ * every time, so counts carry on across reconnects. metrics/counters.ts's
+ * CounterRegistry is the implementation.
+ */
+export interface QueueCounterSource {
+  forQueue(exportName: string, bdevName: string, frontend: 'vhost-user' | 'vduse', queueIndex: number): SharedArrayBuffer;
+}
+
 export class ReactorHandle extends EventEmitter<ReactorEvents> implements QueueHost {
   private readonly worker: Worker;
   private readonly wakeFd: number;
@@ -33,6 +44,7 @@ export class ReactorHandle extends EventEmitter<ReactorEvents> implements QueueH
   /** queues placed here, for placement decisions */
   load = 0;
   private exited = false;
+  private readonly counterReader: ReactorCounterReader;
 
   constructor(
     private readonly native: NativeShim,
@@ -44,7 +56,9 @@ export class ReactorHandle extends EventEmitter<ReactorEvents> implements QueueH
     this.wakeFd = native.eventfd(0, native.EFD_NONBLOCK | native.EFD_CLOEXEC);
     const pending = new SharedArrayBuffer(4);
     this.pending = new Int32Array(pending);
-    const init: ReactorInit = { index, wakeFd: this.wakeFd, pending, idleSpinUs, cpus };
+    const counters = allocReactorCounters();
+    this.counterReader = new ReactorCounterReader(index, counters);
+    const init: ReactorInit = { index, wakeFd: this.wakeFd, pending, idleSpinUs, cpus, counters };
     this.worker = new Worker(new URL('./reactor-worker.js', import.meta.url), { workerData: init, name: `reactor${index}` });
     this.worker.on('message', (m: ReactorReply) => this.onMessage(m));
     this.worker.on('error', (e) => this.emit('log', 'error', `reactor ${index} failed: ${e.message}`));
@@ -110,6 +124,11 @@ export class ReactorHandle extends EventEmitter<ReactorEvents> implements QueueH
     return this.request({ op: 'stats' }) as Promise<ReactorStats>;
   }
 
+  /** Busy/idle time and sleeps, read from shared memory: no round trip, works while the reactor is busy. */
+  counters(): ReactorCounters {
+    return this.counterReader.read();
+  }
+
   /** Stop the reactor; one that does not answer within `graceMs` is terminated. */
   async shutdown(graceMs = 5000): Promise<void> {
     if (!this.exited) {
@@ -129,6 +148,8 @@ export class ReactorHandle extends EventEmitter<ReactorEvents> implements QueueH
 
 export class ReactorPool implements QueuePlacer {
   readonly reactors: ReactorHandle[];
+  /** queue id -> who hears that it broke; one listener per reactor, whatever comes and goes */
+  private readonly brokenHandlers = new Map<string, (why: string) => void>();
 
   /** `cpus`: pin reactor i to cpus[i % cpus.length]; empty: no pinning. */
   constructor(native: NativeShim, count: number, idleSpinUs: number, cpus: number[] = []) {
@@ -136,14 +157,54 @@ export class ReactorPool implements QueuePlacer {
       { length: count },
       (_, i) => new ReactorHandle(native, i, idleSpinUs, cpus.length ? [cpus[i % cpus.length]!] : []),
     );
+    for (const r of this.reactors) r.on('broken', (id, why) => this.brokenHandlers.get(id)?.(why));
+  }
+
+  /** Hear when queue `id` breaks; returns the function that stops listening. */
+  onBroken(id: string, handler: (why: string) => void): () => void {
+    this.brokenHandlers.set(id, handler);
+    return () => {
+      if (this.brokenHandlers.get(id) === handler) this.brokenHandlers.delete(id);
+    };
   }
 
   /** The least loaded reactor (ties: lowest index), counting the queue about to be placed. */
   pick(): ReactorHandle {
-    let best = this.reactors[0]!;
-    for (const r of this.reactors) if (r.load < best.load) best = r;
+    return this.leastLoaded(this.reactors);
+  }
+
+  private leastLoaded(among: ReactorHandle[]): ReactorHandle {
+    let best = among[0]!;
+    for (const r of among) if (r.load < best.load) best = r;
     best.load++;
     return best;
+  }
+
+  /**
+   * The reactors a cpumask selects (SPDK's meaning: the cores that may run a
+   * controller): those pinned to a CPU in the mask; with unpinned reactors, bit
+   * i is reactor i. Throws, saying what exists, when it selects none.
+   */
+  select(cpus: number[] | undefined): ReactorHandle[] {
+    if (cpus === undefined) return this.reactors;
+    const want = new Set(cpus);
+    const pinned = this.reactors.every((r) => r.cpus.length > 0);
+    const got = this.reactors.filter((r) => (pinned ? r.cpus.some((c) => want.has(c)) : want.has(r.index)));
+    if (!got.length) {
+      const have = pinned ? `reactors run on CPUs ${this.reactors.map((r) => r.cpus[0]).join(',')}` : `reactors are unpinned, numbered 0..${this.reactors.length - 1}`;
+      throw new Error(`cpumask selects no reactor: ${have}`);
+    }
+    return got;
+  }
+
+  /** A placer over some reactors only (an export's cpumask). */
+  placer(among: ReactorHandle[]): QueuePlacer {
+    return { pick: () => this.leastLoaded(among) };
+  }
+
+  /** Every reactor's busy/idle counters, by index. */
+  reactorCounters(): ReactorCounters[] {
+    return this.reactors.map((r) => r.counters());
   }
 
   async shutdown(): Promise<void> {

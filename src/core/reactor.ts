@@ -7,12 +7,14 @@ import { bdevModule } from '../bdev/registry.js';
 import type { Channel } from '../bdev/types.js';
 import type { NativeShim } from '../native/index.js';
 import { BlkQueue } from '../virtio/blk.js';
+import { IoClock } from '../virtio/blk-counters.js';
 import { IotlbMapper } from './iotlb.js';
 import { GuestMemory } from '../virtio/memory.js';
 import { PackedRing } from '../virtio/packed-ring.js';
 import { SplitRing } from '../virtio/split-ring.js';
 import type { Virtqueue } from '../virtio/virtqueue.js';
 import type { QueueSpec, QueueStopped, ReactorInit, ReactorReply, ReactorRequest } from './messages.js';
+import { R_BUSY_NS, R_IDLE_NS, R_ITERATIONS, R_SLEEP_SINCE_MS, R_SLEEPS, R_SLOTS, monotonicMs } from './reactor-counters.js';
 
 interface ChannelRef {
   key: string;
@@ -66,6 +68,16 @@ export class Reactor {
   private stats = { iterations: 0, sleeps: 0 };
   /** requests completed by queues that have since been removed */
   private retired = { completed: 0, failed: 0 };
+  /** stamps requests for the queues' counters; see IoClock */
+  private readonly clock = new IoClock();
+  /** busy/idle counters (reactor-counters.ts), written by this thread only */
+  private readonly rc: Float64Array;
+  /** performance.now() up to which busy/idle time is accounted */
+  private markMs = performance.now();
+  /** a reading the next pass may start from (end of a busy pass, a wake-up); -1: none */
+  private seedMs = -1;
+  /** monotonicMs() - performance.now(): this thread's clock on the process-wide one */
+  private readonly monoOffsetMs: number;
 
   constructor(
     private readonly native: NativeShim,
@@ -74,6 +86,8 @@ export class Reactor {
   ) {
     this.epfd = native.epollCreate();
     this.pending = new Int32Array(init.pending);
+    this.rc = new Float64Array(init.counters ?? new ArrayBuffer(R_SLOTS * 8), 0, R_SLOTS);
+    this.monoOffsetMs = monotonicMs() - performance.now();
     native.epollCtl(this.epfd, native.EPOLL_CTL_ADD, init.wakeFd, native.EPOLLIN, TOKEN_WAKE);
   }
 
@@ -122,6 +136,8 @@ export class Reactor {
   /** One pass over control, queues and channels; returns the amount of work done. */
   iterate(): number {
     this.stats.iterations++;
+    this.clock.beginPass(this.seedMs);
+    this.seedMs = -1;
     let work = 0;
     if (Atomics.load(this.pending, 0) !== 0) work += this.handleRequests();
     const qs = this.active;
@@ -149,7 +165,28 @@ export class Reactor {
       // A broken queue can no longer complete what is in flight; stop it as it is.
       if (q.stopSeq >= 0 && (q.blk.inflight() === 0 || q.broken)) this.finishStop(q);
     }
+    if (work > 0) this.accountBusy();
     return work;
+  }
+
+  /**
+   * A pass did work: it was busy from its first clock reading (or its seed;
+   * if it read none, e.g. control requests only, not at all) to now, idle
+   * before that. The one reading taken here ends the pass, times every request
+   * completed in it (after publishing and interrupting: when the driver was
+   * told) and seeds the next pass, whose pops then come within a pass of it.
+   */
+  private accountBusy(): void {
+    const end = performance.now();
+    const start = this.clock.passStart >= 0 ? this.clock.passStart : end;
+    const rc = this.rc;
+    rc[R_IDLE_NS] += (start - this.markMs) * 1e6;
+    rc[R_BUSY_NS] += (end - start) * 1e6;
+    rc[R_ITERATIONS] = this.stats.iterations;
+    this.markMs = end;
+    this.seedMs = end;
+    const qs = this.active;
+    for (let i = 0; i < qs.length; i++) qs[i]!.blk.account(end);
   }
 
   private interrupt(q: QueueState): void {
@@ -188,7 +225,19 @@ export class Reactor {
     if (Atomics.load(this.pending, 0) !== 0) mustPoll = true;
     if (!mustPoll) {
       this.stats.sleeps++;
+      // Idle is accounted up to markMs; while asleep the reader adds the time
+      // since then, so going to sleep costs no clock reading.
+      const rc = this.rc;
+      rc[R_SLEEPS] = this.stats.sleeps;
+      rc[R_ITERATIONS] = this.stats.iterations;
+      rc[R_SLEEP_SINCE_MS] = this.markMs + this.monoOffsetMs;
       const got = n.epollWait(this.epfd, this.events, -1);
+      const t1 = performance.now();
+      // Clear sleep-since before adding the sleep: a reader takes idle first (ReactorCounterReader).
+      rc[R_SLEEP_SINCE_MS] = 0;
+      rc[R_IDLE_NS] += (t1 - this.markMs) * 1e6;
+      this.markMs = t1;
+      this.seedMs = t1; // what woke us is popped in the next pass
       for (let i = 0; i < got; i++) {
         const token = this.events[2 * i + 1]!;
         if (token === TOKEN_WAKE) n.eventfdRead(this.init.wakeFd);
@@ -328,7 +377,7 @@ export class Reactor {
       broken: false,
       blk: undefined as unknown as BlkQueue,
     };
-    q.blk = new BlkQueue(ring, mem, c.channel, s.blk, { broken: (why) => this.markBroken(q, why) });
+    q.blk = new BlkQueue(ring, mem, c.channel, s.blk, { broken: (why) => this.markBroken(q, why) }, { counters: s.counters, clock: this.clock });
     m.users++;
     c.users++;
     if (s.kickFd >= 0) {
@@ -359,6 +408,7 @@ export class Reactor {
     this.active = [...this.queues.values()];
     this.retired.completed += q.blk.completed;
     this.retired.failed += q.blk.failed;
+    q.blk.detachCounters();
     const c = this.channels.get(q.chanKey)!;
     if (--c.users === 0) {
       if (c.token) {

@@ -112,7 +112,29 @@ export interface NativeShim {
   // scheduling
   pinThread(cpus: number[]): number;
   allowedCpus(): number[];
+  // sd_notify transport and clock (src/systemd)
+  /**
+   * One AF_UNIX datagram to `path` ('@name' = abstract socket) from a fresh
+   * socket, sent without blocking: bytes sent or -errno (-ENOENT, -ECONNREFUSED,
+   * -EAGAIN when the receiver's queue is full, -EINVAL for an empty or too long name).
+   */
+  unixDgramSend(path: string, data: Uint8Array): number;
+  /** CLOCK_MONOTONIC in microseconds (what systemd's MONOTONIC_USEC= means), or -errno. */
+  clockMonotonicUs(): number;
 }
+
+/**
+ * Every function the addon must export. A build/ left over from an older
+ * native/ lacks the newer ones; loading it fails here, naming them, rather than
+ * later with "x is not a function".
+ */
+const REQUIRED = [
+  'close', 'eventfd', 'eventfdRead', 'eventfdWrite', 'mmap', 'munmap', 'viewAddress', 'detach', 'memfdCreate',
+  'ftruncate', 'memcpy', 'memset', 'madvise', 'unixListen', 'unixConnect', 'socketPair', 'accept', 'setNonblocking',
+  'recvMsg', 'sendMsg', 'FdWatcher', 'epollCreate', 'epollCtl', 'epollWait', 'uringSetup', 'uringEnter',
+  'uringRegisterEventfd', 'uringRegisterFiles', 'ioctl', 'read', 'write', 'netlinkOpen', 'pinThread', 'allowedCpus',
+  'unixDgramSend', 'clockMonotonicUs',
+] as const satisfies readonly (keyof NativeShim)[];
 
 interface ShimError {
   errno?: unknown;
@@ -145,6 +167,8 @@ export function loadNative(): NativeShim {
   } catch (e) {
     throw new Error(`vdx native shim not built (${(e as Error).message}); run 'npm ci' or 'npm run install'`);
   }
+  const missing = REQUIRED.filter((k) => typeof raw[k] !== 'function');
+  if (missing.length > 0) throw new Error(`vdx native shim is out of date (no ${missing.join(', ')}); run 'npm run install'`);
   const slow = [
     'eventfd', 'mmap', 'viewAddress', 'memfdCreate', 'ftruncate', 'unixListen', 'unixConnect', 'socketPair',
     'epollCreate', 'uringSetup', 'netlinkOpen', 'allowedCpus',

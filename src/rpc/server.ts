@@ -1,18 +1,27 @@
-// The daemon's control socket: one JSON object per line each way,
-// {"id", "method", "params"} -> {"id", "result"} | {"id", "error"}.
+// The daemon's JSON-RPC 2.0 socket, framed as SPDK's target frames it: a stream
+// of JSON values each way (requests need no newline; each reply ends with one,
+// as SPDK's do), several requests per
+// connection, answered in order. A connection that sends bytes no request can
+// start with, or a request over the size limit, gets -32700 / -32600 and is
+// closed; other connections never notice.
 import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
-import { createConnection, createServer, type Server } from 'node:net';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
+import type { RpcDispatcher } from './dispatch.js';
+import { RPC_INVALID_REQUEST, RPC_PARSE_ERROR } from './errors.js';
+import { JsonStreamSplitter } from './json-stream.js';
 
-export type RpcHandler = (params: Record<string, unknown>) => Promise<unknown>;
+/** Largest request accepted, in characters. */
+export const MAX_REQUEST_CHARS = 4 << 20;
 
 export class RpcServer {
   private server: Server | undefined;
+  private readonly conns = new Set<Socket>();
 
   constructor(
     readonly path: string,
-    private readonly methods: Record<string, RpcHandler>,
+    private readonly dispatcher: RpcDispatcher<unknown>,
     private readonly log: Logger,
   ) {}
 
@@ -21,91 +30,81 @@ export class RpcServer {
     if (existsSync(this.path)) {
       if (!lstatSync(this.path).isSocket()) throw new Error(`--rpc-socket ${this.path} exists and is not a socket`);
       // A live daemon answers; only a stale socket may be replaced.
-      const alive = await new Promise<boolean>((res) => {
-        const c = createConnection(this.path);
-        c.once('connect', () => {
-          c.destroy();
-          res(true);
-        });
-        c.once('error', () => res(false));
-      });
-      if (alive) throw new Error(`another vdx daemon is running with control socket ${this.path}; choose another --rpc-socket`);
+      if (await socketAnswers(this.path)) throw new Error(`another vdx daemon is running with control socket ${this.path}; choose another --rpc-socket`);
       unlinkSync(this.path);
     }
-    this.server = createServer((sock) => {
-      let buf = '';
-      sock.setEncoding('utf8');
-      sock.on('data', (d: string) => {
-        buf += d;
-        if (buf.length > 1 << 20) {
-          sock.destroy();
-          return;
-        }
-        for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
-          void this.call(line).then((r) => sock.write(`${JSON.stringify(r)}\n`));
-        }
-      });
-      sock.on('error', () => {});
-    });
-    return new Promise((res, rej) => {
+    // Half-open: a client may shut down its sending side after its requests (echo ... | nc -N) and
+    // still be owed every reply; serve() ends the connection once they are written.
+    this.server = createServer({ allowHalfOpen: true }, (sock) => this.serve(sock));
+    await new Promise<void>((res, rej) => {
       this.server!.once('error', rej);
       this.server!.listen(this.path, () => {
         chmodSync(this.path, 0o600);
-        this.log.info({ component: 'rpc', socket: this.path }, 'control socket listening');
+        this.log.info({ component: 'rpc', socket: this.path }, 'JSON-RPC socket listening');
         res();
       });
     });
   }
 
-  private async call(line: string): Promise<unknown> {
-    let req: { id?: unknown; method?: unknown; params?: unknown };
-    try {
-      req = JSON.parse(line) as typeof req;
-    } catch {
-      return { id: null, error: 'request is not JSON' };
-    }
-    const m = typeof req.method === 'string' ? this.methods[req.method] : undefined;
-    if (!m) return { id: req.id ?? null, error: `unknown method '${String(req.method)}'; methods: ${Object.keys(this.methods).join(', ')}` };
-    try {
-      return { id: req.id ?? null, result: await m((req.params ?? {}) as Record<string, unknown>) };
-    } catch (e) {
-      return { id: req.id ?? null, error: (e as Error).message };
-    }
+  private serve(sock: Socket): void {
+    this.conns.add(sock);
+    const splitter = new JsonStreamSplitter(MAX_REQUEST_CHARS);
+    // Replies go out in request order, even when a later request finishes first.
+    let chain: Promise<void> = Promise.resolve();
+    const send = (text: string) => {
+      if (!sock.destroyed) sock.write(text);
+    };
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => {
+      for (const item of splitter.push(d)) {
+        if (item.kind === 'value') {
+          chain = chain.then(async () => {
+            const reply = await this.dispatcher.handleText(item.text);
+            if (reply !== undefined) send(`${reply}\n`);
+          });
+          continue;
+        }
+        const [code, message] =
+          item.kind === 'garbage'
+            ? [RPC_PARSE_ERROR, `Parse error: a request must be a JSON object or array; got ${JSON.stringify(item.text)}`]
+            : [RPC_INVALID_REQUEST, `Invalid request: larger than ${MAX_REQUEST_CHARS} bytes`];
+        this.log.warn({ component: 'rpc', code }, message);
+        chain = chain.then(() => {
+          send(`${JSON.stringify({ jsonrpc: "2.0", id: null, error: { code, message } })}\n`);
+          sock.end();
+        });
+      }
+    });
+    sock.on('end', () => {
+      chain = chain.then(() => {
+        sock.end();
+      });
+    });
+    sock.on('error', () => {});
+    sock.on('close', () => this.conns.delete(sock));
   }
 
   async stop(): Promise<void> {
     if (!this.server) return;
-    await new Promise<void>((res) => this.server!.close(() => res()));
+    const closed = new Promise<void>((res) => this.server!.close(() => res()));
+    for (const c of this.conns) c.destroy();
+    await closed;
     this.server = undefined;
+    try {
+      unlinkSync(this.path);
+    } catch {
+      // already gone
+    }
   }
 }
 
-/** One request to a running daemon. */
-export async function rpcCall(path: string, method: string, params: Record<string, unknown> = {}, timeoutMs = 30_000): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const sock = createConnection(path);
-    let buf = '';
-    const t = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`no answer from ${path} within ${timeoutMs} ms`));
-    }, timeoutMs);
-    sock.on('error', (e: NodeJS.ErrnoException) => {
-      clearTimeout(t);
-      reject(new Error(e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? `no vdx daemon at ${path} (is 'vdx serve' running? see --rpc-socket)` : e.message));
+function socketAnswers(path: string): Promise<boolean> {
+  return new Promise<boolean>((res) => {
+    const c = createConnection(path);
+    c.once('connect', () => {
+      c.destroy();
+      res(true);
     });
-    sock.on('connect', () => sock.write(`${JSON.stringify({ id: 1, method, params })}\n`));
-    sock.setEncoding('utf8');
-    sock.on('data', (d: string) => {
-      buf += d;
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      clearTimeout(t);
-      sock.end();
-      const r = JSON.parse(buf.slice(0, nl)) as { result?: unknown; error?: string };
-      if (r.error !== undefined) reject(new Error(r.error));
-      else resolve(r.result);
-    });
+    c.once('error', () => res(false));
   });
 }

@@ -18,6 +18,26 @@ import {
   VIRTIO_BLK_T_WRITE_ZEROES,
   VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
 } from './constants.js';
+import {
+  IoClock,
+  latencyBucket,
+  OP_DISCARD,
+  OP_FLUSH,
+  OP_OTHER,
+  OP_READ,
+  OP_SLOTS,
+  OP_WRITE,
+  OP_WRITE_ZEROES,
+  Q_IO_NOW,
+  Q_IO_TIME_NS,
+  Q_LAT_BUCKETS,
+  Q_LAT_SUM_NS,
+  Q_SLOTS,
+  X_BYTES,
+  X_ERRORS,
+  X_OPS,
+  X_TIME_NS,
+} from './blk-counters.js';
 import { type GuestMemory, SEG_STRIDE } from './memory.js';
 import { BROKEN, NO_HEAD } from './split-ring.js';
 import type { Virtqueue } from './virtqueue.js';
@@ -57,12 +77,33 @@ export class BlkRequest {
   rangeNext = 0;
   /** the ranges, copied out of guest memory once validated (made on first use) */
   ranges: DataView | undefined;
+  /** counters: op class (OP_*), data bytes, and the IoClock reading at pop */
+  cls = OP_OTHER;
+  bytes = 0;
+  startMs = 0;
+  /** completed with `doneStatus`, not yet in the counters (BlkQueue.account) */
+  unaccounted = false;
+  doneStatus = 0;
   readonly io = new BdevIo();
 }
 
 export interface BlkQueueHooks {
   /** The ring is unusable (guest bug or attack): the transport must flag the device. */
   broken(why: string): void;
+}
+
+export interface BlkQueueOptions {
+  /**
+   * Where to count (layout in blk-counters.ts): a buffer the main thread
+   * allocated and reads; this queue is its only writer. Absent: a private one.
+   */
+  counters?: SharedArrayBuffer;
+  /**
+   * The reactor's clock, shared by its queues; the reactor then calls
+   * account() at the end of each pass. Absent: the queue's own, and flush()
+   * accounts.
+   */
+  clock?: IoClock;
 }
 
 export class BlkQueue {
@@ -81,6 +122,16 @@ export class BlkQueue {
   /** counters for metrics and tests */
   completed = 0;
   failed = 0;
+  /** the counters (blk-counters.ts), written with plain stores on this thread only */
+  private c: Float64Array;
+  private readonly clock: IoClock;
+  /** no reactor drives this clock: poll() begins passes, flush() accounts */
+  private readonly ownClock: boolean;
+  /** clock reading when Q_IO_TIME_NS was last brought up to date */
+  private ioTickMs = 0;
+  /** heads completed since the last account(), in completion order */
+  private readonly doneHeads: Int32Array;
+  private ndone = 0;
   private readonly onIoDone = (io: BdevIo): void => this.ioDone(io);
 
   constructor(
@@ -89,7 +140,12 @@ export class BlkQueue {
     private readonly channel: Channel,
     private p: BlkParams,
     private readonly hooks: BlkQueueHooks,
+    opts: BlkQueueOptions = {},
   ) {
+    this.c = new Float64Array(opts.counters ?? new ArrayBuffer(Q_SLOTS * 8), 0, Q_SLOTS);
+    this.clock = opts.clock ?? new IoClock();
+    this.ownClock = opts.clock === undefined;
+    this.doneHeads = new Int32Array(ring.size);
     this.reqs = [];
     for (let i = 0; i < ring.size; i++) {
       const r = new BlkRequest();
@@ -107,6 +163,17 @@ export class BlkQueue {
     return this.inflightCount;
   }
 
+  /**
+   * The queue is stopping for good: zero its in-flight gauge and count
+   * anything that still completes (a broken queue stopped with I/O in flight)
+   * where nobody reads, so the next queue on the same buffer stays its only writer.
+   */
+  detachCounters(): void {
+    this.account(this.clock.now());
+    this.c[Q_IO_NOW] = 0;
+    this.c = new Float64Array(Q_SLOTS);
+  }
+
   /** The bdev was resized: later requests are checked against the new capacity. */
   setSize(sizeBytes: number): void {
     this.p = { ...this.p, sizeBytes: sizeBytes - (sizeBytes % this.p.blockSize) };
@@ -116,6 +183,10 @@ export class BlkQueue {
   poll(budget = 64): number {
     let n = 0;
     const ring = this.ring;
+    const clock = this.clock;
+    // Requests popped now share one reading (taken on the first pop, or the
+    // reactor's seed); leaving, invalidate it for whoever pops next (see IoClock).
+    if (this.ownClock) clock.beginPass();
     while (n < budget) {
       const head = ring.pop(this.segs, MAX_SEGS);
       if (head === NO_HEAD) break;
@@ -130,22 +201,70 @@ export class BlkQueue {
         this.hooks.broken(ring.broken);
         break;
       }
+      const now = clock.now();
+      if (r.unaccounted) this.accountReq(r, now); // popped again before the end of the pass
+      if (this.inflightCount > 0) this.c[Q_IO_TIME_NS] += (now - this.ioTickMs) * 1e6;
+      this.ioTickMs = now;
+      r.startMs = now;
       r.inflight = true;
-      this.inflightCount++;
+      this.c[Q_IO_NOW] = ++this.inflightCount;
       this.start(r);
     }
+    clock.invalidate();
     return n;
   }
 
   /** Publish completions; returns true when the driver wants an interrupt. */
   flush(): boolean {
-    return this.ring.publish();
+    const irq = this.ring.publish();
+    if (this.ownClock && this.ndone > 0) this.account(this.clock.now());
+    return irq;
+  }
+
+  /**
+   * Count the requests completed since the last call as completed at `nowMs`
+   * (an IoClock reading). The reactor calls it once per pass, after publishing
+   * and interrupting, with the reading that ends the pass: completions cost no
+   * clock reading of their own, and a latency runs to when the driver was told.
+   */
+  account(nowMs: number): void {
+    const n = this.ndone;
+    if (n === 0) return;
+    this.ndone = 0;
+    // Whatever completed was in flight since the last tick.
+    this.c[Q_IO_TIME_NS] += (nowMs - this.ioTickMs) * 1e6;
+    this.ioTickMs = nowMs;
+    const reqs = this.reqs;
+    const heads = this.doneHeads;
+    for (let i = 0; i < n; i++) {
+      const r = reqs[heads[i]!]!;
+      if (r.unaccounted) this.accountReq(r, nowMs);
+    }
+  }
+
+  private accountReq(r: BlkRequest, nowMs: number): void {
+    r.unaccounted = false;
+    const c = this.c;
+    const ms = nowMs - r.startMs;
+    const ns = ms * 1e6;
+    const o = r.cls * OP_SLOTS;
+    if (r.doneStatus === VIRTIO_BLK_S_OK) {
+      c[o + X_OPS]++;
+      c[o + X_BYTES] += r.bytes;
+      c[o + X_TIME_NS] += ns;
+    } else {
+      c[o + X_ERRORS]++;
+    }
+    c[Q_LAT_SUM_NS] += ns;
+    c[Q_LAT_BUCKETS + latencyBucket(ms)]++;
   }
 
   private start(r: BlkRequest): void {
     const nseg = this.ring.lastChain;
     r.statusWindow = -1;
     r.usedLen = 0;
+    r.cls = OP_OTHER;
+    r.bytes = 0;
     if (nseg < 0) {
       // Nowhere trustworthy to write a status: return the head, written length 0.
       this.finish(r, VIRTIO_BLK_S_IOERR);
@@ -186,6 +305,7 @@ export class BlkQueue {
       case VIRTIO_BLK_T_IN:
       case VIRTIO_BLK_T_OUT: {
         const isWrite = r.type === VIRTIO_BLK_T_OUT;
+        r.cls = isWrite ? OP_WRITE : OP_READ;
         if (isWrite && p.readonly) return this.finish(r, VIRTIO_BLK_S_IOERR);
         const dataBytes = isWrite ? readable - VIRTIO_BLK_REQ_HDR_SIZE : writable - 1;
         if (!isWrite) r.usedLen = writable;
@@ -195,6 +315,7 @@ export class BlkQueue {
         }
         const off = this.sectorRange(sectorLo, sectorHi, dataBytes);
         if (off < 0) return this.finish(r, VIRTIO_BLK_S_IOERR);
+        r.bytes = dataBytes;
         if (dataBytes === 0) return this.finish(r, VIRTIO_BLK_S_OK);
         const niov = isWrite ? this.buildIov(r, 0, VIRTIO_BLK_REQ_HDR_SIZE, readable) : this.buildIov(r, 1, 0, writable - 1);
         if (niov < 0) return this.finish(r, VIRTIO_BLK_S_IOERR);
@@ -205,6 +326,7 @@ export class BlkQueue {
         return this.submit(r);
       }
       case VIRTIO_BLK_T_FLUSH:
+        r.cls = OP_FLUSH;
         io.op = IoOp.FLUSH;
         io.offsetBytes = 0;
         io.lenBytes = 0;
@@ -240,6 +362,7 @@ export class BlkQueue {
   private startRanges(r: BlkRequest): void {
     const p = this.p;
     const isDiscard = r.type === VIRTIO_BLK_T_DISCARD;
+    r.cls = isDiscard ? OP_DISCARD : OP_WRITE_ZEROES;
     if (!(isDiscard ? p.discard : p.writeZeroes)) return this.finish(r, VIRTIO_BLK_S_UNSUPP);
     if (p.readonly) return this.finish(r, VIRTIO_BLK_S_IOERR);
     const payload = r.readableBytes - VIRTIO_BLK_REQ_HDR_SIZE;
@@ -287,6 +410,7 @@ export class BlkQueue {
     io.unmap = (dv.getUint32(at + 12, true) & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0;
     io.niov = 0;
     r.rangeNext++;
+    r.bytes += io.lenBytes;
     if (io.lenBytes === 0) {
       this.ioDoneStatus(r, 0);
       return;
@@ -316,9 +440,14 @@ export class BlkQueue {
     r.rangeCount = 0;
     r.rangeNext = 0;
     r.inflight = false;
-    this.inflightCount--;
     if (status === VIRTIO_BLK_S_OK) this.completed++;
     else this.failed++;
+    this.c[Q_IO_NOW] = --this.inflightCount;
+    // Counted at account(); a full list (poll() called again and again without flush) is counted now.
+    if (this.ndone === this.doneHeads.length) this.account(this.clock.now());
+    r.doneStatus = status;
+    r.unaccounted = true;
+    this.doneHeads[this.ndone++] = r.head;
     this.ring.push(r.head, r.usedLen);
   }
 

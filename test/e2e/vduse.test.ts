@@ -32,6 +32,16 @@ describe('vdx over VDUSE', () => {
   });
 });
 
+describe('vdx over VDUSE, managed over JSON-RPC', () => {
+  test('devices created, bound, listed and deleted over RPC while another device serves fio', async () => {
+    const r = await runGuest({ name: 'vdx-vduse-rpc', script: 'exec bash "$VDX_SRC/test/e2e/guest/checks/vdx-vduse-rpc.sh"', timeoutMs: 300_000 });
+    recordTiming('vdx-vduse-rpc', r.durationMs);
+    expectGuestOk(r);
+    expect(r.output).toContain('back on virtio_vdpa');
+    expect(r.output).toContain('VDX-VDUSE-RPC-OK');
+  });
+});
+
 describe('vdx over VDUSE: bad requests', () => {
   test('duplicate names, missing devices, switching an open device: clear errors, vdx keeps serving', async () => {
     const r = await runGuest({ name: 'vdx-vduse-negative', script: 'exec bash "$VDX_SRC/test/e2e/guest/checks/vdx-vduse-negative.sh"' });

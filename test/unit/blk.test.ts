@@ -133,7 +133,7 @@ class Harness {
 }
 
 describe('virtio-blk engine on the malloc bdev', () => {
-  const desc = mallocBdev.create({ name: 'm', size: '1M' });
+  const desc = mallocBdev.create(mallocBdev.normalize({ name: 'm', size: '1M' }));
   const ch = mallocBdev.open(desc);
   afterAll(() => {
     ch.close();

@@ -21,7 +21,14 @@ describe('spec parsing', () => {
   test('a full vhost-user export', () => {
     expect(exportFromSpec('vhost-user:bdev=m0,socket=/run/vdx/m0.sock,num-queues=2,serial=disk0,readonly=off')).toEqual({
       type: 'vhost-user', name: 'm0', bdev: 'm0', socket: '/run/vdx/m0.sock', numQueues: 2, queueSize: 128, serial: 'disk0', readonly: false, mode: 0o600, logicalBlockSize: undefined,
+      packed: true, cpumask: undefined,
     });
+  });
+
+  test('cpumask: a hex mask or a list, kept as the hex mask SPDK prints', () => {
+    expect(exportFromSpec('vhost-user:bdev=m0,socket=/s,cpumask=1-2').cpumask).toBe('0x6');
+    expect(exportFromSpec('vduse:bdev=m0,cpumask=0x1').cpumask).toBe('0x1');
+    expect(() => exportFromSpec('vduse:bdev=m0,cpumask=zz')).toThrow(/vduse: cpumask zz: use a hex mask such as 0x3/);
   });
 
   const bad: [string, () => unknown, RegExp][] = [

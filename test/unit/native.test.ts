@@ -104,7 +104,7 @@ describe('io_uring and the file bdev', () => {
     const { BdevIo, IoOp } = await import('../../src/bdev/types.js');
     const path = join(tmpdir(), `vdx-file-${process.pid}.img`);
     writeFileSync(path, Buffer.alloc(1 << 20, 0x11));
-    const desc = fileBdev.create({ name: 'f', path });
+    const desc = fileBdev.create(fileBdev.normalize({ name: 'f', path }));
     expect(desc.info.sizeBytes).toBe(1 << 20);
     const ch = fileBdev.open(desc);
     const buf = n.mmap(-1, 0, 65536, n.PROT_READ | n.PROT_WRITE, n.MAP_PRIVATE | n.MAP_ANONYMOUS);
@@ -150,8 +150,8 @@ describe('io_uring and the file bdev', () => {
 
   test('file bdev: clear errors for a missing path and bad keys', async () => {
     const { fileBdev } = await import('../../src/bdev/file.js');
-    expect(() => fileBdev.create({ name: 'f', path: '/nonexistent/x.img' })).toThrow(/cannot open path=\/nonexistent\/x.img/);
-    expect(() => fileBdev.create({ name: 'f', path: '/dev/null', dirct: 'on' })).toThrow(/unknown key 'dirct'; known keys: name, path, direct/);
+    expect(() => fileBdev.create(fileBdev.normalize({ name: 'f', path: '/nonexistent/x.img' }))).toThrow(/cannot open path=\/nonexistent\/x.img/);
+    expect(() => fileBdev.create(fileBdev.normalize({ name: 'f', path: '/dev/null', dirct: 'on' }))).toThrow(/unknown key 'dirct'; known keys: name, path, direct/);
   });
 });
 
@@ -168,7 +168,7 @@ describe('malloc bdev', () => {
     const { mallocBdev } = await import('../../src/bdev/malloc.js');
     const { BdevIo, IoOp } = await import('../../src/bdev/types.js');
     const size = 8 << 20;
-    const desc = mallocBdev.create({ name: 'm', size: '8M', populate: 'on' });
+    const desc = mallocBdev.create(mallocBdev.normalize({ name: 'm', size: '8M', populate: 'on' }));
     const thpKnob = '/sys/kernel/mm/transparent_hugepage/enabled';
     const thp = existsSync(thpKnob) ? readFileSync(thpKnob, 'utf8') : '[never]';
     if (!thp.includes('[never]')) {

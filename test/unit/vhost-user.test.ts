@@ -161,7 +161,7 @@ const u32pair = (a: number, b: number) => {
 };
 
 describe('vhost-user session over a socketpair', () => {
-  const bdev = mallocBdev.create({ name: 'm', size: '64M' });
+  const bdev = mallocBdev.create(mallocBdev.normalize({ name: 'm', size: '64M' }));
   const opts = { numQueues: 2, queueSize: 128, readonly: false, serial: 'ser' };
   const blk = blkParams(bdev.info, opts);
   let cleanup: (() => Promise<void>)[] = [];

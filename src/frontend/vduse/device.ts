@@ -4,7 +4,7 @@
 // started queues to reactors; it never touches a request.
 import { closeSync, constants as FS, existsSync, openSync } from 'node:fs';
 import type { Logger } from 'pino';
-import type { QueueHost, QueuePlacer } from '../../core/reactor-pool.js';
+import type { QueueCounterSource, QueueHost, QueuePlacer } from '../../core/reactor-pool.js';
 import { describeIotlb, mapIotlbEntry, type IotlbRegion } from '../../core/iotlb.js';
 import type { QueueSpec } from '../../core/messages.js';
 import type { BdevDesc } from '../../bdev/types.js';
@@ -76,6 +76,8 @@ export interface VduseDeviceContext {
   opts: BlkExportOptions & { vduseName: string; packed: boolean };
   /** reactors report broken queues through the export */
   onBroken: (id: string, handler: (why: string) => void) => () => void;
+  /** I/O counter buffers, one per queue index for the export's life; absent: counted privately */
+  counters?: QueueCounterSource;
 }
 
 export class VduseDevice {
@@ -362,6 +364,7 @@ export class VduseDevice {
         irq: { fd: this.dev, request: VDUSE_VQ_INJECT_IRQ, arg: r.i },
         bdev: this.ctx.bdev,
         blk: this.ctx.blk,
+        counters: this.ctx.counters?.forQueue(this.name, this.ctx.bdev.info.name, 'vduse', r.i),
       };
       const host = this.ctx.pool.pick();
       this.unregister.set(r.i, this.ctx.onBroken(id, (why) => this.log.error({ queue: r.i }, `queue broken: ${why}`)));

@@ -1,7 +1,7 @@
 // A VDUSE export: the device plus its place on the vDPA bus. Bus operations run
 // on the vdpa ops worker so this thread can answer the kernel meanwhile.
 import type { Logger } from 'pino';
-import type { ReactorPool } from '../../core/reactor-pool.js';
+import type { QueueCounterSource, QueuePlacer, ReactorPool } from '../../core/reactor-pool.js';
 import type { BdevDesc } from '../../bdev/types.js';
 import type { NativeShim } from '../../native/index.js';
 import { type BlkExportOptions, blkParams } from '../../virtio/blk-config.js';
@@ -23,30 +23,30 @@ export interface VduseExportInfo extends VdpaState {
 export class VduseExport {
   readonly device: VduseDevice;
   private readonly log: Logger;
-  private readonly brokenHandlers = new Map<string, (why: string) => void>();
   private switching: Promise<unknown> = Promise.resolve();
 
   constructor(
     native: NativeShim,
     pool: ReactorPool,
+    /** where this export's queues may run */
+    placer: QueuePlacer,
     private readonly bdev: BdevDesc,
     readonly opts: VduseExportOptions,
     log: Logger,
     private readonly ops: VdpaOps,
+    /** where the queues count their I/O (metrics, iostat) */
+    counters?: QueueCounterSource,
   ) {
     this.log = log.child({ component: 'vduse', export: opts.name });
-    for (const r of pool.reactors) r.on('broken', (id, why) => this.brokenHandlers.get(id)?.(why));
     this.device = new VduseDevice({
       native,
-      pool,
+      pool: placer,
       log: this.log,
       bdev,
       blk: blkParams(bdev.info, opts),
       opts: { ...opts, vduseName: opts.name },
-      onBroken: (id, h) => {
-        this.brokenHandlers.set(id, h);
-        return () => this.brokenHandlers.delete(id);
-      },
+      onBroken: (id, h) => pool.onBroken(id, h),
+      counters,
     });
   }
 

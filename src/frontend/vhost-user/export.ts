@@ -3,7 +3,7 @@
 import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import type { ReactorPool } from '../../core/reactor-pool.js';
+import type { QueueCounterSource, QueuePlacer, ReactorPool } from '../../core/reactor-pool.js';
 import type { BdevDesc } from '../../bdev/types.js';
 import type { FdWatcher, NativeShim } from '../../native/index.js';
 import { E } from '../../virtio/errno.js';
@@ -16,6 +16,8 @@ export interface VhostUserExportOptions extends BlkExportOptions {
   socket: string;
   /** socket file mode, default 0o600 */
   mode: number;
+  /** offer VIRTIO_F_RING_PACKED (QEMU uses it with packed=on) */
+  packed: boolean;
 }
 
 export class VhostUserExport {
@@ -24,29 +26,42 @@ export class VhostUserExport {
   private session: VhostUserSession | undefined;
   private sessions = 0;
   private readonly ctx: SessionContext;
-  private readonly brokenHandlers = new Map<string, (why: string) => void>();
 
   constructor(
     private readonly native: NativeShim,
-    pool: ReactorPool,
+    private readonly pool: ReactorPool,
+    /** where this export's queues may run */
+    placer: QueuePlacer,
     bdev: BdevDesc,
     readonly opts: VhostUserExportOptions,
     log: Logger,
+    /** where the queues count their I/O (metrics, iostat) */
+    counters?: QueueCounterSource,
   ) {
     const blk = blkParams(bdev.info, opts);
     this.ctx = {
       name: opts.name,
       native,
-      pool,
+      pool: placer,
       log: log.child({ component: 'vhost-user', export: opts.name }),
       bdev,
       blk,
       numQueues: opts.numQueues,
-      // vhost-user rings may be packed (QEMU packed=on); VDUSE offers them with packed=on.
-      features: blkFeatures(blk, opts.numQueues) | bit(VIRTIO_F_RING_PACKED_BIT),
+      // Packed rings are offered by default: QEMU uses them only with packed=on.
+      features: blkFeatures(blk, opts.numQueues) | (opts.packed ? bit(VIRTIO_F_RING_PACKED_BIT) : 0n),
       config: blkConfig(blk, opts),
+      counters,
     };
-    for (const r of pool.reactors) r.on('broken', (id, why) => this.brokenHandlers.get(id)?.(why));
+  }
+
+  /** A front-end (QEMU, libblkio) is connected now. */
+  get connected(): boolean {
+    return this.session !== undefined;
+  }
+
+  /** Front-ends that have connected since the export started. */
+  get sessionCount(): number {
+    return this.sessions;
   }
 
   get bdevName(): string {
@@ -57,8 +72,10 @@ export class VhostUserExport {
     const path = this.opts.socket;
     mkdirSync(dirname(path), { recursive: true });
     if (existsSync(path)) {
-      // Only a stale socket may be replaced; anything else is the user's file.
+      // Only a stale socket may be replaced; anything else is the user's file,
+      // or a live server's (another export, this daemon's RPC socket, another daemon).
       if (!lstatSync(path).isSocket()) throw new Error(`socket=${path} exists and is not a socket; remove it or choose another path`);
+      if (this.answers(path)) throw new Error(`socket=${path} is in use: a running server listens on it; choose another path`);
       unlinkSync(path);
     }
     this.listenFd = this.native.unixListen(path, 4);
@@ -66,6 +83,16 @@ export class VhostUserExport {
     this.watcher = new this.native.FdWatcher(this.listenFd);
     this.watcher.start(true, false, () => this.accept());
     this.ctx.log.info({ socket: path, bdev: this.ctx.bdev.info.name, queues: this.opts.numQueues }, 'listening');
+  }
+
+  /** Does a server listen on this socket? (A unix connect completes at once, or is refused when stale.) */
+  private answers(path: string): boolean {
+    try {
+      this.native.close(this.native.unixConnect(path));
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private accept(): void {
@@ -82,10 +109,7 @@ export class VhostUserExport {
         continue;
       }
       const serial = ++this.sessions;
-      const s = new VhostUserSession(fd, this.ctx, serial, (id, h) => {
-        this.brokenHandlers.set(id, h);
-        return () => this.brokenHandlers.delete(id);
-      });
+      const s = new VhostUserSession(fd, this.ctx, serial, (id, h) => this.pool.onBroken(id, h));
       this.session = s;
       this.ctx.log.info({ session: serial }, 'front-end connected');
       void s.done.then(() => {

@@ -3,7 +3,7 @@
 // never touches a request. Every message is validated before it changes state;
 // a malformed one ends the session (QEMU sees a reset device), never the process.
 import type { Logger } from 'pino';
-import type { QueueHost, QueuePlacer } from '../../core/reactor-pool.js';
+import type { QueueCounterSource, QueueHost, QueuePlacer } from '../../core/reactor-pool.js';
 import type { QueueSpec } from '../../core/messages.js';
 import type { FdWatcher, Mapping, NativeShim } from '../../native/index.js';
 import { readMappedU16 } from '../../native/index.js';
@@ -67,6 +67,8 @@ export interface SessionContext {
   /** virtio device features (without bit 30) */
   features: bigint;
   config: Uint8Array;
+  /** I/O counter buffers, one per queue index for the export's life; absent: counted privately */
+  counters?: QueueCounterSource;
 }
 
 interface MemRegion extends MemRegionMsg {
@@ -542,6 +544,7 @@ export class VhostUserSession {
       callFd: q.callFd >= 0 ? q.callFd : -1,
       bdev: this.ctx.bdev,
       blk: this.ctx.blk,
+      counters: this.ctx.counters?.forQueue(this.ctx.name, this.ctx.bdev.info.name, 'vhost-user', index),
     };
     const reactor = this.ctx.pool.pick();
     this.unregisterBroken.set(index, this.onBrokenRegister(id, (why) => this.ringBroken(index, why)));

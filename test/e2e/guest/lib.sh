@@ -92,3 +92,56 @@ vdpa_switch() {
 
 # dev_sha256 DEV: checksum of a whole block device or file.
 dev_sha256() { sha256sum <"$1" | cut -d' ' -f1; }
+
+# JSON-RPC calls to the daemon at $RPC from one python3 coprocess: under TCG a
+# python or node start costs seconds, a call through the running client
+# milliseconds. rpc_start once; then
+#   jrpc METHOD [key=value ...]        prints the result as JSON
+#   jrpc_get EXPR METHOD [key=value]   prints the Python expression EXPR over the result (as j)
+# Values parse as JSON where they can (numbers, true), else are strings, as with
+# `vdx rpc`. On an error both print "METHOD: message (code N)" to stderr and return 1.
+rpc_start() {
+  coproc RPCC { python3 -u -c '
+import json, socket, sys
+path = sys.argv[1]
+def val(v):
+    try:
+        return json.loads(v)
+    except ValueError:
+        return v
+def call(method, params):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.sendall(json.dumps({"jsonrpc": "2.0", "method": method, "id": 1, **({"params": params} if params else {})}).encode())
+    buf, dec = "", json.JSONDecoder()
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return {"error": {"code": 0, "message": "connection closed with no answer"}}
+        buf += chunk.decode()
+        try:
+            return dec.raw_decode(buf.lstrip())[0]
+        except ValueError:
+            continue
+for line in sys.stdin:
+    expr, method, *args = line.rstrip("\n").split("\t")
+    r = call(method, {a.split("=", 1)[0]: val(a.split("=", 1)[1]) for a in args})
+    if "error" in r:
+        print("1 " + (method + ": " + r["error"]["message"] + " (code " + str(r["error"]["code"]) + ")").replace("\n", " "))
+    else:
+        j = r["result"]
+        out = json.dumps(j) if expr == "" else str(eval(expr))
+        print("0 " + out.replace("\n", " "))
+' "$RPC"; }
+}
+_rpc_line() {
+  local IFS=$'\t'
+  printf '%s\n' "$*" >&"${RPCC[1]}"
+  local reply; read -r reply <&"${RPCC[0]}" || { echo "rpc client died" >&2; return 1; }
+  if [ "${reply%% *}" = 0 ]; then printf '%s\n' "${reply#? }"; else printf '%s\n' "${reply#? }" >&2; return 1; fi
+}
+jrpc() { _rpc_line "" "$@"; }
+jrpc_get() { _rpc_line "$@"; }
+
+# jget EXPR: a Python expression over the JSON on stdin (as `j`), printed.
+jget() { python3 -c 'import json, sys; j = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }

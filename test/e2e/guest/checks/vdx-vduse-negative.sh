@@ -51,7 +51,7 @@ exec 3<&-
 works vdb0 || fail "vdb0 broken after the refused switch"
 step "an unknown export and a bad bus"
 out=$($VDX vdpa bind nosuch vhost --rpc-socket $RPC 2>&1) && fail "an unknown export was accepted"
-echo "$out" | grep -q "no vduse export 'nosuch'; vduse exports: vda0, vdb0" || fail "no clear error for an unknown export: $out"
+echo "$out" | grep -q "no vduse device 'nosuch'; vduse devices: vda0, vdb0" || fail "no clear error for an unknown export: $out"
 out=$($VDX vdpa bind vdb0 pci --rpc-socket $RPC 2>&1) && fail "a bad bus was accepted"
 echo "$out" | grep -q "bus 'pci' must be virtio or vhost" || fail "no clear error for a bad bus: $out"
 $VDX vdpa bind vdb0 vhost --rpc-socket $RPC || fail "switch after closing failed"

@@ -1,0 +1,122 @@
+// The daemon's bdevs: one registry that the command line, the config file, the
+// JSON-RPC methods and a restart all create through. Create is idempotent (an
+// orchestrator retries: the same name with the same parameters returns the
+// existing bdev); a bdev in use is claimed and cannot be deleted.
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { bdevModule } from '../bdev/registry.js';
+import type { BdevDesc } from '../bdev/types.js';
+import { ControlError, EBUSY, EEXIST, ENODEV } from './errors.js';
+
+/** A bdev as created: its type and the module's keys (values as strings). */
+export interface BdevSpec {
+  type: string;
+  [key: string]: string;
+}
+
+export interface BdevEntry {
+  readonly desc: BdevDesc;
+  /** canonical spec (normalized by the module, uuid included): what save_config writes */
+  readonly spec: BdevSpec;
+  readonly uuid: string;
+  /** who uses this bdev, e.g. "vhost controller vhost.0" */
+  readonly claims: Set<string>;
+  /** the SPDK-style method it was created with, kept so save_config writes it back the same way */
+  readonly method: string | undefined;
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Split the registry's own keys (uuid) from the module's, and normalize the latter. */
+export function normalizeBdevSpec(spec: BdevSpec): { spec: BdevSpec; uuid: string | undefined } {
+  const { type, uuid, ...keys } = spec;
+  if (uuid !== undefined && !UUID_RE.test(uuid)) throw new Error(`${type}: uuid=${uuid} is not a UUID (e.g. ${randomUUID()})`);
+  return { spec: { type, ...bdevModule(type).normalize(keys) }, uuid: uuid?.toLowerCase() };
+}
+
+export class BdevRegistry {
+  private readonly entries = new Map<string, BdevEntry>();
+
+  constructor(private readonly log: Logger) {}
+
+  /**
+   * Create a bdev, or return the existing one when it has the same name and
+   * parameters (`created` false). The same name with other parameters is an
+   * error naming the difference.
+   */
+  create(raw: BdevSpec, method?: string): { entry: BdevEntry; created: boolean } {
+    const { spec, uuid } = normalizeBdevSpec(raw);
+    const name = spec.name!;
+    const old = this.entries.get(name);
+    if (old) {
+      const diff = specDifference(old, spec, uuid);
+      if (diff) throw new ControlError(EEXIST, `bdev '${name}' already exists with different parameters: ${diff}`);
+      return { entry: old, created: false };
+    }
+    const { type, ...keys } = spec;
+    const desc = bdevModule(type).create(keys);
+    const entry: BdevEntry = { desc, spec, uuid: uuid ?? randomUUID(), claims: new Set(), method };
+    this.entries.set(name, entry);
+    this.log.info({ component: 'bdev', name, type, sizeBytes: desc.info.sizeBytes }, 'bdev created');
+    return { entry, created: true };
+  }
+
+  get(name: string): BdevEntry {
+    const e = this.entries.get(name);
+    if (!e) throw new ControlError(ENODEV, `no bdev '${name}'; bdevs: ${[...this.entries.keys()].join(', ') || 'none'}`);
+    return e;
+  }
+
+  has(name: string): boolean {
+    return this.entries.has(name);
+  }
+
+  list(): BdevEntry[] {
+    return [...this.entries.values()];
+  }
+
+  claim(name: string, by: string): BdevEntry {
+    const e = this.get(name);
+    e.claims.add(by);
+    return e;
+  }
+
+  release(name: string, by: string): void {
+    this.entries.get(name)?.claims.delete(by);
+  }
+
+  /** Delete an unclaimed bdev; `type` guards against bdev_malloc_delete on a file bdev. */
+  delete(name: string, type?: string): void {
+    const e = this.get(name);
+    if (type !== undefined && e.spec.type !== type) {
+      throw new ControlError(ENODEV, `bdev '${name}' is a ${e.spec.type} bdev, not ${type}`);
+    }
+    if (e.claims.size) {
+      throw new ControlError(EBUSY, `bdev '${name}' is claimed by ${[...e.claims].join(', ')}; delete ${e.claims.size > 1 ? 'those' : 'that'} first`);
+    }
+    this.entries.delete(name);
+    bdevModule(e.spec.type).destroy(e.desc);
+    this.log.info({ component: 'bdev', name }, 'bdev deleted');
+  }
+
+  /** Record a new size in the spec (null bdevs keep their size there). */
+  resized(name: string): void {
+    const e = this.get(name);
+    if ('size' in e.spec) e.spec.size = String(e.desc.info.sizeBytes);
+  }
+
+  /** Destroy everything (daemon shutdown, after every export has stopped). */
+  clear(): void {
+    for (const e of this.entries.values()) bdevModule(e.spec.type).destroy(e.desc);
+    this.entries.clear();
+  }
+}
+
+function specDifference(old: BdevEntry, spec: BdevSpec, uuid: string | undefined): string | undefined {
+  const diffs: string[] = [];
+  for (const k of new Set([...Object.keys(old.spec), ...Object.keys(spec)])) {
+    if (old.spec[k] !== spec[k]) diffs.push(`${k}=${old.spec[k] ?? '(none)'} (asked ${spec[k] ?? '(none)'})`);
+  }
+  if (uuid !== undefined && uuid !== old.uuid) diffs.push(`uuid=${old.uuid} (asked ${uuid})`);
+  return diffs.length ? diffs.join(', ') : undefined;
+}

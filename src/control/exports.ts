@@ -1,0 +1,170 @@
+// The daemon's exports (vhost-user controllers and VDUSE devices): created and
+// deleted at run time through one registry, like the bdevs. An export claims
+// its bdev; deleting one whose front-end is connected needs `force`, which
+// stops the front-end cleanly. Operations run one at a time, so two callers
+// racing to create the same name see one create and one "exists".
+import type { Logger } from 'pino';
+import type { ExportConfig as DaemonConfigExport, VduseExportConfig, VhostUserExportConfig } from '../config/config.js';
+import type { ReactorPool } from '../core/reactor-pool.js';
+import { VduseExport } from '../frontend/vduse/export.js';
+import { VhostUserExport } from '../frontend/vhost-user/export.js';
+import type { NativeShim } from '../native/index.js';
+import { parseCpumask } from '../config/config.js';
+import { nodeInUse, type VdpaBus } from '../vdpa/bus.js';
+import { VdpaOps, type VdpaState } from '../vdpa/ops.js';
+import type { CounterRegistry } from '../metrics/counters.js';
+import type { BdevRegistry } from './bdevs.js';
+import { ControlError, EBUSY, EEXIST, EINVAL, ENODEV } from './errors.js';
+
+export type ExportEntry =
+  | { kind: 'vhost-user'; cfg: VhostUserExportConfig; impl: VhostUserExport }
+  | { kind: 'vduse'; cfg: VduseExportConfig; impl: VduseExport };
+
+const KIND_NAME = { 'vhost-user': 'vhost controller', vduse: 'vduse device' } as const;
+
+export class ExportRegistry {
+  private readonly entries = new Map<string, ExportEntry>();
+  private ops: VdpaOps | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly native: NativeShim,
+    private readonly pool: ReactorPool,
+    private readonly bdevs: BdevRegistry,
+    private readonly log: Logger,
+    /** I/O counters per export and queue; an export's series go when it is deleted */
+    private readonly counters: CounterRegistry,
+  ) {}
+
+  /** Run control operations one at a time, in the order they were asked for. */
+  private serial<T>(op: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(op);
+    this.queue = next.catch(() => {});
+    return next;
+  }
+
+  get(name: string, kind?: ExportEntry['kind']): ExportEntry {
+    const e = this.entries.get(name);
+    if (!e || (kind && e.kind !== kind)) {
+      const what = kind ? KIND_NAME[kind] : 'export';
+      const names = this.list(kind).map((x) => x.cfg.name);
+      throw new ControlError(ENODEV, `no ${what} '${name}'${e ? ` (it is a ${KIND_NAME[e.kind]})` : ''}; ${what}s: ${names.join(', ') || 'none'}`);
+    }
+    return e;
+  }
+
+  list(kind?: ExportEntry['kind']): ExportEntry[] {
+    return [...this.entries.values()].filter((e) => !kind || e.kind === kind);
+  }
+
+  /** Create and start an export, or return the existing one with the same name and parameters. */
+  create(cfg: DaemonConfigExport): Promise<{ entry: ExportEntry; created: boolean }> {
+    return this.serial(async () => {
+      const old = this.entries.get(cfg.name);
+      if (old) {
+        const diff = configDifference(old.cfg, cfg);
+        if (diff) throw new ControlError(EEXIST, `${KIND_NAME[old.kind]} '${cfg.name}' already exists with different parameters: ${diff}`);
+        return { entry: old, created: false };
+      }
+      const bdev = this.bdevs.get(cfg.bdev).desc;
+      if (cfg.type === 'vhost-user') {
+        const other = this.list('vhost-user').find((e) => e.cfg.type === 'vhost-user' && e.cfg.socket === cfg.socket);
+        if (other) throw new ControlError(EEXIST, `socket ${cfg.socket} is already served by vhost controller '${other.cfg.name}'`);
+      }
+      let placer;
+      try {
+        placer = this.pool.placer(this.pool.select(cfg.cpumask === undefined ? undefined : parseCpumask(cfg.cpumask)));
+      } catch (e) {
+        throw new ControlError(EINVAL, `${KIND_NAME[cfg.type]} '${cfg.name}': ${(e as Error).message}`);
+      }
+      const claimant = `${KIND_NAME[cfg.type]} ${cfg.name}`;
+      this.bdevs.claim(cfg.bdev, claimant);
+      let entry: ExportEntry;
+      try {
+        if (cfg.type === 'vhost-user') {
+          const impl = new VhostUserExport(this.native, this.pool, placer, bdev, cfg, this.log, this.counters);
+          impl.start();
+          entry = { kind: 'vhost-user', cfg, impl };
+        } else {
+          this.ops ??= new VdpaOps();
+          const impl = new VduseExport(this.native, this.pool, placer, bdev, cfg, this.log, this.ops, this.counters);
+          await impl.start();
+          entry = { kind: 'vduse', cfg: { ...cfg }, impl };
+        }
+      } catch (e) {
+        this.bdevs.release(cfg.bdev, claimant);
+        throw e;
+      }
+      this.entries.set(cfg.name, entry);
+      this.log.info({ component: 'export', name: cfg.name, type: cfg.type, bdev: cfg.bdev }, 'export created');
+      return { entry, created: true };
+    });
+  }
+
+  /** Why this export's front-end must not be cut off now, or undefined. */
+  private async inUse(e: ExportEntry): Promise<string | undefined> {
+    if (e.kind === 'vhost-user') return e.impl.connected ? 'a front-end is connected' : undefined;
+    const st = await this.vdpaState(e);
+    return st.node ? nodeInUse(st.node) : undefined;
+  }
+
+  /** Stop and remove an export. One in use is refused unless `force`. */
+  delete(name: string, kind: ExportEntry['kind'] | undefined, force: boolean): Promise<void> {
+    return this.serial(async () => {
+      const e = this.get(name, kind);
+      const busy = await this.inUse(e);
+      if (busy && !force) {
+        throw new ControlError(EBUSY, `${KIND_NAME[e.kind]} '${name}' is in use (${busy}); stop the front-end first, or delete with force`);
+      }
+      if (busy) this.log.warn({ component: 'export', name, why: busy }, 'deleting an export in use (force)');
+      await e.impl.stop();
+      this.entries.delete(name);
+      this.counters.forget(name);
+      this.bdevs.release(e.cfg.bdev, `${KIND_NAME[e.kind]} ${name}`);
+      this.log.info({ component: 'export', name }, 'export deleted');
+    });
+  }
+
+  /** Where a VDUSE device is on the vDPA bus now. */
+  async vdpaState(e: ExportEntry): Promise<VdpaState> {
+    if (e.kind !== 'vduse') throw new ControlError(EINVAL, `'${e.cfg.name}' is not a vduse device`);
+    return e.impl.info();
+  }
+
+  /** Move a VDUSE device to another bus; the saved config then records the new bus. */
+  bind(name: string, bus: VdpaBus): Promise<string> {
+    return this.serial(async () => {
+      const e = this.get(name, 'vduse') as ExportEntry & { kind: 'vduse' };
+      const node = await e.impl.switchBus(bus);
+      e.cfg.bus = bus;
+      return node;
+    });
+  }
+
+  /** Stop everything (daemon shutdown). */
+  async clear(): Promise<void> {
+    await this.serial(async () => {
+      const all = [...this.entries.values()];
+      for (const e of all.filter((x) => x.kind === 'vhost-user')) await e.impl.stop();
+      for (const e of all.filter((x) => x.kind === 'vduse')) {
+        await e.impl.stop().catch((err: Error) => this.log.error(`stopping ${e.cfg.name}: ${err.message}`));
+      }
+      for (const e of all) this.bdevs.release(e.cfg.bdev, `${KIND_NAME[e.kind]} ${e.cfg.name}`);
+      this.entries.clear();
+      await this.ops?.close();
+      this.ops = undefined;
+    });
+  }
+}
+
+/** Differences that make a create not a retry; the bus of a VDUSE device is its state, not its identity. */
+function configDifference(a: DaemonConfigExport, b: DaemonConfigExport): string | undefined {
+  const diffs: string[] = [];
+  const ra = a as unknown as Record<string, unknown>;
+  const rb = b as unknown as Record<string, unknown>;
+  for (const k of new Set([...Object.keys(ra), ...Object.keys(rb)])) {
+    if (k === 'bus') continue;
+    if (ra[k] !== rb[k]) diffs.push(`${k}=${String(ra[k])} (asked ${String(rb[k])})`);
+  }
+  return diffs.length ? diffs.join(', ') : undefined;
+}

@@ -1,0 +1,98 @@
+// vhost_blk subsystem methods (SPDK's lib/vhost/vhost_rpc.c): a controller is a
+// vhost-user-blk socket `<--vhost-socket-dir>/<ctrlr>`. vdx extensions are
+// extra optional parameters (num_queues, queue_size, serial, socket, ...).
+import { join } from 'node:path';
+import type { VhostUserExportConfig } from '../../config/config.js';
+import type { ExportEntry } from '../../control/exports.js';
+import { invalidParams } from '../errors.js';
+import { method, type Method } from '../method.js';
+import { bool, cpumaskField, fileMode, int, logicalBlockSize, nonEmpty, oneOf, serialField, str } from '../schema.js';
+import type { RpcContext } from './context.js';
+import { exportConfig } from './export-keys.js';
+
+export function controllerJson(e: ExportEntry & { kind: 'vhost-user' }): Record<string, unknown> {
+  const c = e.cfg;
+  return {
+    ctrlr: c.name,
+    cpumask: c.cpumask ?? 'all',
+    delay_base_us: 0,
+    iops_threshold: 0,
+    socket: c.socket,
+    sessions: e.impl.connected ? [{ id: e.impl.sessionCount, name: `${c.name}s${e.impl.sessionCount}` }] : [],
+    backend_specific: {
+      block: { readonly: c.readonly, bdev: c.bdev, transport: 'vhost_user_blk' },
+    },
+    num_queues: c.numQueues,
+    queue_size: c.queueSize,
+    packed_ring: c.packed,
+    serial: c.serial,
+  };
+}
+
+/** The parameters that recreate a controller (save_config). */
+export function controllerParams(c: VhostUserExportConfig): Record<string, unknown> {
+  return {
+    ctrlr: c.name,
+    dev_name: c.bdev,
+    ...(c.cpumask !== undefined ? { cpumask: c.cpumask } : {}),
+    readonly: c.readonly,
+    packed_ring: c.packed,
+    socket: c.socket,
+    num_queues: c.numQueues,
+    queue_size: c.queueSize,
+    serial: c.serial,
+    ...(c.logicalBlockSize !== undefined ? { logical_block_size: c.logicalBlockSize } : {}),
+    socket_mode: `0${c.mode.toString(8)}`,
+  };
+}
+
+export const vhostMethods: Record<string, Method<RpcContext>> = {
+  vhost_create_blk_controller: method(
+    'export a bdev as a vhost-user-blk socket <vhost socket dir>/<ctrlr>',
+    {
+      ctrlr: nonEmpty.where('a controller name without "/"', (s) => !s.includes('/') && s !== '.' && s !== '..').describe('controller name, the socket file name'),
+      dev_name: nonEmpty.describe('bdev to export'),
+      cpumask: cpumaskField.optional(),
+      readonly: bool.optional(),
+      packed_ring: bool.optional(),
+      packed_ring_recovery: bool.optional(),
+      transport: oneOf('vhost_user_blk').optional(),
+      num_queues: int(1, 64).optional().describe('vdx: virtqueues offered (default 1)'),
+      queue_size: int(4, 32768).optional().describe('vdx: largest virtqueue the front-end will use (default 128)'),
+      serial: serialField.optional(),
+      logical_block_size: logicalBlockSize.optional(),
+      socket: nonEmpty.optional().describe('vdx: socket path instead of <vhost socket dir>/<ctrlr>'),
+      socket_mode: fileMode.optional().describe('vdx: socket file mode, octal (default 0600)'),
+    },
+    async (p, ctx) => {
+      if (p.packed_ring_recovery) throw invalidParams('packed_ring_recovery: vdx keeps no in-flight record for packed rings yet');
+      const cfg = exportConfig('vhost-user', {
+        name: p.ctrlr,
+        bdev: p.dev_name,
+        socket: p.socket ?? join(ctx.vhostSocketDir, p.ctrlr),
+        cpumask: p.cpumask,
+        readonly: p.readonly,
+        packed: p.packed_ring,
+        'num-queues': p.num_queues,
+        'queue-size': p.queue_size,
+        serial: p.serial,
+        'logical-block-size': p.logical_block_size,
+        mode: p.socket_mode,
+      });
+      await ctx.exports.create(cfg);
+      return true;
+    },
+  ),
+  vhost_delete_controller: method(
+    'delete a vhost controller; refused while a front-end is connected unless force',
+    { ctrlr: nonEmpty, force: bool.optional().describe('vdx: disconnect a connected front-end') },
+    async (p, ctx) => {
+      await ctx.exports.delete(p.ctrlr, 'vhost-user', p.force ?? false);
+      return true;
+    },
+  ),
+  vhost_get_controllers: method('list vhost controllers (or one)', { name: str.optional() }, (p, ctx) => {
+    const list = p.name ? [ctx.exports.get(p.name, 'vhost-user')] : ctx.exports.list('vhost-user');
+    return list.map((e) => controllerJson(e as ExportEntry & { kind: 'vhost-user' }));
+  }),
+};
