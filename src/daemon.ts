@@ -98,6 +98,8 @@ export class Daemon implements RpcContext {
   private async replay(where: string, doc: SavedConfig): Promise<void> {
     for (const s of doc.subsystems) {
       for (const [i, c] of (s.config ?? []).entries()) {
+        // Applied before the reactors started, merged with the command line (which wins).
+        if (c.method === 'framework_set_reactors') continue;
         const m = Object.hasOwn(this.methods, c.method) ? this.methods[c.method] : undefined;
         const at = `${where}: subsystem ${s.subsystem}, config[${i}] (${c.method})`;
         if (!m) throw new Error(`${at}: vdx has no such method (rpc_get_methods lists them)`);

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, test } from 'vitest';
 import { mallocBdev } from '../../src/bdev/malloc.js';
-import { BdevIo, type Channel, IoOp } from '../../src/bdev/types.js';
+import { type Channel, IoOp } from '../../src/bdev/types.js';
 import { loadNative } from '../../src/native/index.js';
 import { BlkQueue, type BlkParams } from '../../src/virtio/blk.js';
 import {
@@ -17,39 +17,12 @@ import {
   VRING_DESC_F_WRITE as WRITE,
 } from '../../src/virtio/constants.js';
 import { type Desc, TestDriver, d } from './helpers/driver.js';
+import { FakeChannel } from './helpers/fake-channel.js';
 
 const native = loadNative();
 const MEM = 4 << 20;
 const DISK = 1 << 20;
 
-class FakeChannel implements Channel {
-  readonly notifyFd = -1;
-  readonly submitted: { op: number; off: number; len: number; unmap: boolean }[] = [];
-  private pending: BdevIo[] = [];
-  result = 0;
-  submit(io: BdevIo): number {
-    this.submitted.push({ op: io.op, off: io.offsetBytes, len: io.lenBytes, unmap: io.unmap });
-    this.pending.push(io);
-    return 0;
-  }
-  poll(): number {
-    const p = this.pending;
-    this.pending = [];
-    for (const io of p) {
-      io.status = this.result;
-      io.done(io);
-    }
-    return p.length;
-  }
-  kernelInflight(): number {
-    return 0;
-  }
-  inflight(): number {
-    return this.pending.length;
-  }
-  clearNotify(): void {}
-  close(): void {}
-}
 
 const params = (over: Partial<BlkParams> = {}): BlkParams => ({
   sizeBytes: DISK,

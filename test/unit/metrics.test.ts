@@ -4,7 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import { request } from 'node:http';
 import { afterAll, describe, expect, test } from 'vitest';
-import { BdevIo, type BdevDesc, type Channel, IoOp } from '../../src/bdev/types.js';
+import { type BdevDesc, IoOp } from '../../src/bdev/types.js';
 import type { QueueSpec, ReactorReply, ReactorRequest } from '../../src/core/messages.js';
 import { Reactor } from '../../src/core/reactor.js';
 import { allocReactorCounters, R_BUSY_NS, R_IDLE_NS, R_SLEEP_SINCE_MS, ReactorCounterReader, monotonicMs } from '../../src/core/reactor-counters.js';
@@ -35,34 +35,8 @@ import {
   VRING_DESC_F_WRITE as WRITE,
 } from '../../src/virtio/constants.js';
 import { TestDriver, d } from './helpers/driver.js';
+import { FakeChannel } from './helpers/fake-channel.js';
 
-/** Completes what was submitted at the next poll(), with `fail[op]` (or 0) as the status. */
-class FakeChannel implements Channel {
-  readonly notifyFd = -1;
-  private pending: BdevIo[] = [];
-  fail: Partial<Record<number, number>> = {};
-  submit(io: BdevIo): number {
-    this.pending.push(io);
-    return 0;
-  }
-  poll(): number {
-    const p = this.pending;
-    this.pending = [];
-    for (const io of p) {
-      io.status = this.fail[io.op] ?? 0;
-      io.done(io);
-    }
-    return p.length;
-  }
-  kernelInflight(): number {
-    return 0;
-  }
-  inflight(): number {
-    return this.pending.length;
-  }
-  clearNotify(): void {}
-  close(): void {}
-}
 
 /** A clock the test sets (ms); the test then plays the reactor: it calls account() after flush(). */
 class FakeClock extends IoClock {

@@ -6,6 +6,7 @@ import { method, type Method } from '../method.js';
 import { bool, cpumaskField, int, logicalBlockSize, nonEmpty, oneOf, powerOfTwo, serialField, str } from '../schema.js';
 import type { RpcContext } from './context.js';
 import { exportConfig } from './export-keys.js';
+import { allReactorsMask } from './vhost.js';
 
 type VduseEntry = ExportEntry & { kind: 'vduse' };
 
@@ -24,7 +25,7 @@ export async function vduseJson(ctx: RpcContext, e: VduseEntry): Promise<Record<
     readonly: c.readonly,
     packed_ring: c.packed,
     serial: c.serial,
-    cpumask: c.cpumask ?? 'all',
+    cpumask: c.cpumask ?? allReactorsMask(ctx),
   };
 }
 

@@ -2,7 +2,7 @@
 // vhost-user-blk socket `<--vhost-socket-dir>/<ctrlr>`. vdx extensions are
 // extra optional parameters (num_queues, queue_size, serial, socket, ...).
 import { join } from 'node:path';
-import type { VhostUserExportConfig } from '../../config/config.js';
+import { cpumaskHex, type VhostUserExportConfig } from '../../config/config.js';
 import type { ExportEntry } from '../../control/exports.js';
 import { invalidParams } from '../errors.js';
 import { method, type Method } from '../method.js';
@@ -10,11 +10,17 @@ import { bool, cpumaskField, fileMode, int, logicalBlockSize, nonEmpty, oneOf, s
 import type { RpcContext } from './context.js';
 import { exportConfig } from './export-keys.js';
 
-export function controllerJson(e: ExportEntry & { kind: 'vhost-user' }): Record<string, unknown> {
+/** The CPUs (or, unpinned, reactor numbers) every reactor stands for: an export's cpumask when it has none. */
+export function allReactorsMask(ctx: RpcContext): string {
+  const rs = ctx.pool.reactors;
+  return cpumaskHex(rs.every((r) => r.cpus.length) ? rs.map((r) => r.cpus[0]!) : rs.map((r) => r.index));
+}
+
+export function controllerJson(ctx: RpcContext, e: ExportEntry & { kind: 'vhost-user' }): Record<string, unknown> {
   const c = e.cfg;
   return {
     ctrlr: c.name,
-    cpumask: c.cpumask ?? 'all',
+    cpumask: c.cpumask ?? allReactorsMask(ctx),
     delay_base_us: 0,
     iops_threshold: 0,
     socket: c.socket,
@@ -93,6 +99,6 @@ export const vhostMethods: Record<string, Method<RpcContext>> = {
   ),
   vhost_get_controllers: method('list vhost controllers (or one)', { name: str.optional() }, (p, ctx) => {
     const list = p.name ? [ctx.exports.get(p.name, 'vhost-user')] : ctx.exports.list('vhost-user');
-    return list.map((e) => controllerJson(e as ExportEntry & { kind: 'vhost-user' }));
+    return list.map((e) => controllerJson(ctx, e as ExportEntry & { kind: 'vhost-user' }));
   }),
 };
