@@ -1,7 +1,7 @@
 // Exporters under test. The e2e checks take one as a parameter, so the peer
 // (qemu-storage-daemon) and vdx face the very same checks.
 import type { ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { LOG_DIR, REPO, exited, spawnTracked, waitForPath } from './vm.js';
 
@@ -34,6 +34,7 @@ export class QsdVhostUser implements VhostUserExporter {
       `vhost-user-blk,id=exp0,node-name=disk,addr.type=unix,addr.path=${s.socket},writable=on,num-queues=${s.queues}`,
     ];
     this.child = spawnTracked('qemu-storage-daemon', args);
+    mkdirSync(LOG_DIR, { recursive: true });
     const log = createWriteStream(join(LOG_DIR, 'qsd-vhost-user.log'));
     this.child.stdout?.pipe(log);
     this.child.stderr?.pipe(log);
@@ -77,6 +78,7 @@ export class VdxVhostUser implements VhostUserExporter {
     args.push(...(this.o.extraArgs ?? []));
     this.child = spawnTracked(process.execPath, args);
     this.logPath = join(LOG_DIR, `${this.name}.log`);
+    mkdirSync(LOG_DIR, { recursive: true });
     const log = createWriteStream(this.logPath);
     this.child.stdout?.pipe(log);
     this.child.stderr?.pipe(log);

@@ -5,7 +5,7 @@
 // deleting the busy controller is refused, and save_config replayed by
 // `vdx serve --config` gives the same configuration back.
 import type { ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
@@ -32,6 +32,7 @@ async function rpcPy(sock: string, args: string[]) {
 
 function startVdx(args: string[], logName: string): ChildProcess {
   const child = spawnTracked(process.execPath, [join(REPO, 'dist/cli/main.js'), 'serve', '--log-format', 'json', ...args]);
+  mkdirSync(LOG_DIR, { recursive: true });
   const log = createWriteStream(join(LOG_DIR, `${logName}.log`));
   child.stdout?.pipe(log);
   child.stderr?.pipe(log);
