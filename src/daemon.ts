@@ -21,6 +21,9 @@ import { renderPrometheus } from './metrics/prometheus.js';
 import { type MetricsAddr, type MetricsServer, startMetricsServer } from './metrics/server.js';
 
 export const DEFAULT_RPC_SOCKET = '/run/vdx/vdx.rpc.sock';
+
+/** A saved configuration that cannot be replayed: restarting will not help. */
+export class ConfigError extends Error {}
 export const DEFAULT_VHOST_SOCKET_DIR = '/run/vdx';
 
 export interface DaemonOptions {
@@ -102,11 +105,11 @@ export class Daemon implements RpcContext {
         if (c.method === 'framework_set_reactors') continue;
         const m = Object.hasOwn(this.methods, c.method) ? this.methods[c.method] : undefined;
         const at = `${where}: subsystem ${s.subsystem}, config[${i}] (${c.method})`;
-        if (!m) throw new Error(`${at}: vdx has no such method (rpc_get_methods lists them)`);
+        if (!m) throw new ConfigError(`${at}: vdx has no such method (rpc_get_methods lists them)`);
         try {
           await m.call(c.params ?? {}, this, c.method);
         } catch (e) {
-          throw new Error(`${at}: ${(e as Error).message}`);
+          throw new ConfigError(`${at}: ${(e as Error).message}`);
         }
       }
     }
@@ -131,8 +134,10 @@ export class Daemon implements RpcContext {
     }
     this.bdevs.resized(name);
     await Promise.all(this.pool.reactors.map((r) => r.setSize(name, sizeBytes)));
-    for (const x of this.exports.list('vduse')) {
-      if (x.kind === 'vduse' && x.cfg.bdev === name) x.impl.device.setCapacity(sizeBytes - (sizeBytes % 512));
+    for (const x of this.exports.list()) {
+      if (x.cfg.bdev !== name) continue;
+      if (x.kind === 'vduse') x.impl.device.setCapacity(sizeBytes - (sizeBytes % 512));
+      else x.impl.resized(e.desc);
     }
     this.log.info({ component: 'bdev', name, sizeBytes }, 'bdev resized');
     return sizeBytes;

@@ -60,7 +60,10 @@ export const nullBdev: BdevModule = {
   /** A null bdev holds nothing, so any size will do (SPDK's bdev_null_resize). */
   resize(desc, size): number {
     if (size === undefined) throw new Error('null: give the new size');
-    desc.info.sizeBytes = parseSize('size', size, desc.info.blockSize);
+    const bytes = parseSize('size', size, desc.info.blockSize);
+    // A driver that already saw the larger size would be refused what it thinks is there (SPDK refuses too).
+    if (bytes < desc.info.sizeBytes) throw new Error(`null: size=${size} is smaller than the bdev (${desc.info.sizeBytes} bytes); null bdevs only grow`);
+    desc.info.sizeBytes = bytes;
     return desc.info.sizeBytes;
   },
   describe: () => ({ productName: 'Null disk', driverSpecific: {} }),

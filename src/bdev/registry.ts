@@ -11,7 +11,7 @@ export const BDEV_MODULES: Readonly<Record<string, BdevModule>> = {
 };
 
 export function bdevModule(type: string): BdevModule {
-  const m = BDEV_MODULES[type];
+  const m = Object.hasOwn(BDEV_MODULES, type) ? BDEV_MODULES[type] : undefined;
   if (!m) throw new Error(`unknown bdev type '${type}'; known types: ${Object.keys(BDEV_MODULES).join(', ')}`);
   return m;
 }

@@ -29,7 +29,7 @@ export function parseBool(key: string, value: string | undefined, dflt: boolean)
 /** Reject unknown keys and missing required ones, naming them. */
 export function checkKeys(type: string, spec: Record<string, string>, known: Record<string, string>, required: string[]): void {
   for (const k of Object.keys(spec)) {
-    if (!(k in known)) throw new Error(`${type}: unknown key '${k}'; known keys: ${Object.keys(known).join(', ')}`);
+    if (!Object.hasOwn(known, k)) throw new Error(`${type}: unknown key '${k}'; known keys: ${Object.keys(known).join(', ')}`);
   }
   for (const k of required) {
     if (spec[k] === undefined || spec[k] === '') throw new Error(`${type}: missing ${k}= (${known[k]})`);

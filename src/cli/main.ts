@@ -4,7 +4,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { bdevFromSpec, type DaemonConfig, EXPORT_KEYS, exportFromSpec, loadConfigFile, parseCpumask, validateConfig } from '../config/config.js';
 import { BDEV_MODULES } from '../bdev/registry.js';
-import { DEFAULT_RPC_SOCKET, DEFAULT_VHOST_SOCKET_DIR, Daemon } from '../daemon.js';
+import { ConfigError, DEFAULT_RPC_SOCKET, DEFAULT_VHOST_SOCKET_DIR, Daemon } from '../daemon.js';
 import { rpcCall } from '../rpc/client.js';
 import { addRemoteCommands, printTable } from './remote.js';
 import { SystemdNotifier } from '../systemd/notify.js';
@@ -47,7 +47,13 @@ program
   .name('vdx')
   .description('Userspace block device exporter: bdevs served to QEMU over vhost-user-blk, from TypeScript reactors.')
   .version('0.1.0')
-  .showHelpAfterError('(run with --help for usage)');
+  .showHelpAfterError('(run with --help for usage)')
+  // Exit status: 0 for --help and --version, a program.error()'s own code, and 2
+  // for every usage error commander finds (missing argument, unknown command or option).
+  .exitOverride((err) => {
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.help' || err.code === 'commander.version') process.exit(0);
+    process.exit(err.code === 'commander.error' ? err.exitCode : 2);
+  });
 
 program
   .command('serve')
@@ -127,7 +133,8 @@ program
     } catch (e) {
       log.error(`vdx serve: ${(e as Error).message}`);
       notifier.status(`failed to start: ${(e as Error).message}`);
-      process.exit(1);
+      // A configuration that cannot be replayed will not get better by restarting (the unit's RestartPreventExitStatus=2).
+      process.exit(e instanceof ConfigError ? 2 : 1);
     }
     const serving = `serving ${daemon.bdevs.list().length} bdevs, ${daemon.exports.list().length} exports${rpc ? `; JSON-RPC at ${rpc}` : ''}`;
     notifier.ready(serving);

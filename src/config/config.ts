@@ -4,6 +4,9 @@ import { readFileSync } from 'node:fs';
 import { BDEV_MODULES, bdevModule } from '../bdev/registry.js';
 import { checkKeys, parseBool } from '../bdev/spec.js';
 import { isSavedConfig, savedReactors, type SavedConfig } from './saved.js';
+import { cpumaskHex, parseCpumask } from './cpumask.js';
+
+export { cpumaskHex, parseCpumask };
 
 export interface BdevConfig {
   type: string;
@@ -118,7 +121,7 @@ function intKey(type: string, key: string, v: string | undefined, dflt: number, 
 
 export function bdevFromSpec(spec: string): BdevConfig {
   const { type, keys } = parseSpec('--bdev', spec);
-  if (!BDEV_MODULES[type]) throw new Error(`--bdev '${spec}': unknown type '${type}'; known types: ${Object.keys(BDEV_MODULES).join(', ')}`);
+  if (!Object.hasOwn(BDEV_MODULES, type)) throw new Error(`--bdev '${spec}': unknown type '${type}'; known types: ${Object.keys(BDEV_MODULES).join(', ')}`);
   checkKeys(type, keys, { ...bdevModule(type).keys, ...COMMON_BDEV_KEYS }, ['name']);
   return { type, ...keys };
 }
@@ -130,7 +133,7 @@ function logicalBlockSize(type: string, v: string | undefined): number | undefin
 }
 
 export function exportFromKeys(type: string, keys: Record<string, string>): ExportConfig {
-  const known = EXPORT_KEYS[type];
+  const known = Object.hasOwn(EXPORT_KEYS, type) ? EXPORT_KEYS[type] : undefined;
   if (!known) throw new Error(`unknown export type '${type}'; known types: ${Object.keys(EXPORT_KEYS).join(', ')}`);
   checkKeys(type, keys, known, type === 'vduse' ? ['bdev'] : ['bdev', 'socket']);
   const serial = keys.serial ?? keys.bdev!;
@@ -183,12 +186,6 @@ function cpumaskKey(type: string, v: string | undefined): string | undefined {
   }
 }
 
-/** CPU numbers -> "0x3", the form SPDK prints. */
-export function cpumaskHex(cpus: number[]): string {
-  let m = 0n;
-  for (const c of cpus) m |= 1n << BigInt(c);
-  return `0x${m.toString(16)}`;
-}
 
 export function exportFromSpec(spec: string): ExportConfig {
   const { type, keys } = parseSpec('--export', spec);
@@ -237,27 +234,6 @@ export function loadConfigFile(path: string): Partial<DaemonConfig> {
     });
   }
   return out;
-}
-
-/** "0x3", "3" (hex, as SPDK's -m), or a list "0,2-3" -> CPU numbers. */
-export function parseCpumask(v: string): number[] {
-  const bad = () => new Error(`cpumask ${v}: use a hex mask such as 0x3, or a list such as 0,2-3`);
-  if (/^(0x)?[0-9a-f]+$/i.test(v) && !v.includes(',') && !v.includes('-')) {
-    const m = BigInt(v.startsWith('0x') || v.startsWith('0X') ? v : `0x${v}`);
-    const cpus = [...Array(1024).keys()].filter((c) => (m >> BigInt(c)) & 1n);
-    if (!cpus.length) throw bad();
-    return cpus;
-  }
-  const cpus: number[] = [];
-  for (const part of v.split(',')) {
-    const r = /^(\d+)(?:-(\d+))?$/.exec(part.trim());
-    if (!r) throw bad();
-    const a = Number(r[1]);
-    const b = r[2] === undefined ? a : Number(r[2]);
-    if (b < a || b > 1023) throw bad();
-    for (let c = a; c <= b; c++) cpus.push(c);
-  }
-  return cpus;
 }
 
 /** Cross-checks: unique names, every export names a bdev that exists (a saved configuration's are checked as it is replayed). */

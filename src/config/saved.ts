@@ -3,7 +3,8 @@
 // `vdx serve --config` and rpc.py's load_config replay it through the same
 // RPC methods, so "what is running" is always one JSON document.
 import type { ReactorSettings } from '../rpc/methods/context.js';
-import { parseCpumask } from './config.js';
+import { cpumaskField, decodeParams, int } from '../rpc/schema.js';
+import { parseCpumask } from './cpumask.js';
 
 export interface SavedConfig {
   subsystems: { subsystem: string; config: { method: string; params?: Record<string, unknown> }[] | null }[];
@@ -31,23 +32,25 @@ export function checkSavedConfig(where: string, raw: SavedConfig): void {
   });
 }
 
+/** framework_set_reactors' parameters: what the reactors were at save time. */
+export const reactorSchema = {
+  count: int(1, 64).describe('reactor threads'),
+  cpumask: cpumaskField.optional().describe('CPUs the reactors are pinned to, one each in turn'),
+  idle_spin_us: int(0, 10_000_000).optional().describe('polling window after the last work before a reactor sleeps'),
+};
+
 /** The reactor settings a saved configuration asks for (framework_set_reactors), applied before anything starts. */
 export function savedReactors(where: string, raw: SavedConfig): Partial<ReactorSettings> {
   for (const s of raw.subsystems) {
     for (const c of s.config ?? []) {
       if (c.method !== 'framework_set_reactors') continue;
-      const p = c.params ?? {};
-      const out: Partial<ReactorSettings> = {};
-      if (typeof p.count === 'number') out.count = p.count;
-      if (typeof p.cpumask === 'string') {
-        try {
-          out.cpus = parseCpumask(p.cpumask);
-        } catch (e) {
-          throw new Error(`${where}: framework_set_reactors: ${(e as Error).message}`);
-        }
+      let p;
+      try {
+        p = decodeParams('framework_set_reactors', reactorSchema, c.params);
+      } catch (e) {
+        throw new Error(`${where}: subsystem ${s.subsystem}: ${(e as Error).message}`);
       }
-      if (typeof p.idle_spin_us === 'number') out.idleSpinUs = p.idle_spin_us;
-      return out;
+      return { count: p.count, ...(p.cpumask !== undefined ? { cpus: parseCpumask(p.cpumask) } : {}), ...(p.idle_spin_us !== undefined ? { idleSpinUs: p.idle_spin_us } : {}) };
     }
   }
   return {};

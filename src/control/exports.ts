@@ -22,10 +22,17 @@ export type ExportEntry =
 
 const KIND_NAME = { 'vhost-user': 'vhost controller', vduse: 'vduse device' } as const;
 
+/** How an export names itself in its bdev's claims. */
+function claimantOf(kind: ExportEntry['kind'], name: string): string {
+  return `${KIND_NAME[kind]} ${name}`;
+}
+
 export class ExportRegistry {
   private readonly entries = new Map<string, ExportEntry>();
   private ops: VdpaOps | undefined;
   private queue: Promise<unknown> = Promise.resolve();
+  /** set by clear(): the daemon is stopping and takes no more changes */
+  private closed = false;
 
   constructor(
     private readonly native: NativeShim,
@@ -38,7 +45,10 @@ export class ExportRegistry {
 
   /** Run control operations one at a time, in the order they were asked for. */
   private serial<T>(op: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(op);
+    const next = this.queue.then(() => {
+      if (this.closed) throw new ControlError(EBUSY, 'vdx is shutting down');
+      return op();
+    });
     this.queue = next.catch(() => {});
     return next;
   }
@@ -77,13 +87,13 @@ export class ExportRegistry {
       } catch (e) {
         throw new ControlError(EINVAL, `${KIND_NAME[cfg.type]} '${cfg.name}': ${(e as Error).message}`);
       }
-      const claimant = `${KIND_NAME[cfg.type]} ${cfg.name}`;
+      const claimant = claimantOf(cfg.type, cfg.name);
       this.bdevs.claim(cfg.bdev, claimant);
       let entry: ExportEntry;
       try {
         if (cfg.type === 'vhost-user') {
           const impl = new VhostUserExport(this.native, this.pool, placer, bdev, cfg, this.log, this.counters);
-          impl.start();
+          await impl.start();
           entry = { kind: 'vhost-user', cfg, impl };
         } else {
           this.ops ??= new VdpaOps();
@@ -93,6 +103,7 @@ export class ExportRegistry {
         }
       } catch (e) {
         this.bdevs.release(cfg.bdev, claimant);
+        this.counters.forget(cfg.name);
         throw e;
       }
       this.entries.set(cfg.name, entry);
@@ -120,7 +131,7 @@ export class ExportRegistry {
       await e.impl.stop();
       this.entries.delete(name);
       this.counters.forget(name);
-      this.bdevs.release(e.cfg.bdev, `${KIND_NAME[e.kind]} ${name}`);
+      this.bdevs.release(e.cfg.bdev, claimantOf(e.kind, name));
       this.log.info({ component: 'export', name }, 'export deleted');
     });
   }
@@ -144,12 +155,13 @@ export class ExportRegistry {
   /** Stop everything (daemon shutdown). */
   async clear(): Promise<void> {
     await this.serial(async () => {
+      this.closed = true;
       const all = [...this.entries.values()];
       for (const e of all.filter((x) => x.kind === 'vhost-user')) await e.impl.stop();
       for (const e of all.filter((x) => x.kind === 'vduse')) {
         await e.impl.stop().catch((err: Error) => this.log.error(`stopping ${e.cfg.name}: ${err.message}`));
       }
-      for (const e of all) this.bdevs.release(e.cfg.bdev, `${KIND_NAME[e.kind]} ${e.cfg.name}`);
+      for (const e of all) this.bdevs.release(e.cfg.bdev, claimantOf(e.kind, e.cfg.name));
       this.entries.clear();
       await this.ops?.close();
       this.ops = undefined;

@@ -15,6 +15,9 @@ export interface BdevIostat {
   read_latency_ticks: number;
   write_latency_ticks: number;
   unmap_latency_ticks: number;
+  bytes_copied: number;
+  num_copy_ops: number;
+  copy_latency_ticks: number;
 }
 
 export interface IostatResult {
@@ -43,6 +46,10 @@ export function bdevIostat(queues: readonly QueueSnapshot[], bdevNames?: readonl
       read_latency_ticks: Math.round(t.read.timeSeconds * 1e9),
       write_latency_ticks: Math.round(t.write.timeSeconds * 1e9),
       unmap_latency_ticks: Math.round(t.discard.timeSeconds * 1e9),
+      // vdx bdevs have no copy operation; SPDK's clients expect the fields.
+      bytes_copied: 0,
+      num_copy_ops: 0,
+      copy_latency_ticks: 0,
     };
   });
   return { tick_rate: 1e9, ticks: Number(process.hrtime.bigint()), bdevs };

@@ -16,7 +16,8 @@ export class RpcCallError extends Error {
 export async function rpcCall(path: string, method: string, params?: Record<string, unknown>, timeoutMs = 60_000): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const sock = createConnection(path);
-    const splitter = new JsonStreamSplitter();
+    // Replies can be large (bdev_get_bdevs of thousands of bdevs).
+    const splitter = new JsonStreamSplitter(64 << 20);
     let done = false;
     const finish = (f: () => void) => {
       if (done) return;
@@ -38,8 +39,13 @@ export async function rpcCall(path: string, method: string, params?: Record<stri
       const item = splitter.push(d)[0];
       if (!item) return;
       if (item.kind !== 'value') return finish(() => reject(new Error(`${path} answered with something that is not JSON`)));
-      const r = JSON.parse(item.text) as { result?: unknown; error?: { code: number; message: string } };
-      if (r.error) finish(() => reject(new RpcCallError(r.error!.code, r.error!.message)));
+      let r: { result?: unknown; error?: { code: number; message: string } };
+      try {
+        r = JSON.parse(item.text) as typeof r;
+      } catch (e) {
+        return finish(() => reject(new Error(`${path} answered with invalid JSON: ${(e as Error).message}`)));
+      }
+      if (r.error) finish(() => reject(new RpcCallError(r.error!.code, String(r.error!.message))));
       else finish(() => resolve(r.result));
     });
   });

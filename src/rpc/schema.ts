@@ -1,7 +1,7 @@
 // RPC methods are declarations (SPDK's spdk_json_decode_object tables): each
 // method lists its parameters with a decoder, so validation, the -32602 error
 // naming the parameter, and `rpc_get_methods` all come from one place.
-import { parseCpumask } from '../config/config.js';
+import { parseCpumask } from '../config/cpumask.js';
 import { RpcError, RPC_INVALID_PARAMS } from './errors.js';
 
 export class Field<T, Opt extends boolean = false> {
@@ -105,7 +105,7 @@ export function decodeParams<S extends Schema>(method: string, schema: S, params
   const p = params as Record<string, unknown>;
   const names = Object.keys(schema);
   for (const k of Object.keys(p)) {
-    if (!(k in schema)) {
+    if (!Object.hasOwn(schema, k)) {
       throw new RpcError(RPC_INVALID_PARAMS, `${method}: unknown parameter '${k}'; parameters: ${names.join(', ') || 'none'}`);
     }
   }

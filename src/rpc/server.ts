@@ -4,16 +4,20 @@
 // connection, answered in order. A connection that sends bytes no request can
 // start with, or a request over the size limit, gets -32700 / -32600 and is
 // closed; other connections never notice.
-import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { dirname } from 'node:path';
+import { chmodSync, unlinkSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { RpcDispatcher } from './dispatch.js';
 import { RPC_INVALID_REQUEST, RPC_PARSE_ERROR } from './errors.js';
 import { JsonStreamSplitter } from './json-stream.js';
+import { claimSocketPath } from '../net/socket-path.js';
 
 /** Largest request accepted, in characters. */
 export const MAX_REQUEST_CHARS = 4 << 20;
+/** Requests read ahead on one connection before it is paused (a client that never reads its replies must not grow the daemon). */
+const MAX_QUEUED = 64;
+/** Connections at once; more are closed as they come. */
+const MAX_CONNECTIONS = 128;
 
 export class RpcServer {
   private server: Server | undefined;
@@ -26,16 +30,9 @@ export class RpcServer {
   ) {}
 
   async start(): Promise<void> {
-    mkdirSync(dirname(this.path), { recursive: true });
-    if (existsSync(this.path)) {
-      if (!lstatSync(this.path).isSocket()) throw new Error(`--rpc-socket ${this.path} exists and is not a socket`);
-      // A live daemon answers; only a stale socket may be replaced.
-      if (await socketAnswers(this.path)) throw new Error(`another vdx daemon is running with control socket ${this.path}; choose another --rpc-socket`);
-      unlinkSync(this.path);
-    }
-    // Half-open: a client may shut down its sending side after its requests (echo ... | nc -N) and
-    // still be owed every reply; serve() ends the connection once they are written.
+    await claimSocketPath(this.path, '--rpc-socket ');
     this.server = createServer({ allowHalfOpen: true }, (sock) => this.serve(sock));
+    this.server.maxConnections = MAX_CONNECTIONS;
     await new Promise<void>((res, rej) => {
       this.server!.once('error', rej);
       this.server!.listen(this.path, () => {
@@ -51,16 +48,27 @@ export class RpcServer {
     const splitter = new JsonStreamSplitter(MAX_REQUEST_CHARS);
     // Replies go out in request order, even when a later request finishes first.
     let chain: Promise<void> = Promise.resolve();
+    let queued = 0;
+    const resumeIfRoom = () => {
+      if (queued < MAX_QUEUED && !sock.writableNeedDrain && !sock.destroyed) sock.resume();
+    };
     const send = (text: string) => {
-      if (!sock.destroyed) sock.write(text);
+      if (sock.destroyed) return;
+      if (!sock.write(text)) {
+        sock.pause();
+        sock.once('drain', resumeIfRoom);
+      }
     };
     sock.setEncoding('utf8');
     sock.on('data', (d: string) => {
       for (const item of splitter.push(d)) {
         if (item.kind === 'value') {
+          if (++queued >= MAX_QUEUED) sock.pause();
           chain = chain.then(async () => {
             const reply = await this.dispatcher.handleText(item.text);
             if (reply !== undefined) send(`${reply}\n`);
+            queued--;
+            resumeIfRoom();
           });
           continue;
         }
@@ -96,15 +104,4 @@ export class RpcServer {
       // already gone
     }
   }
-}
-
-function socketAnswers(path: string): Promise<boolean> {
-  return new Promise<boolean>((res) => {
-    const c = createConnection(path);
-    c.once('connect', () => {
-      c.destroy();
-      res(true);
-    });
-    c.once('error', () => res(false));
-  });
 }

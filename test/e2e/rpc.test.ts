@@ -317,7 +317,9 @@ describe.skipIf(!HAVE_RPC_PY)("SPDK's rpc.py v25.05 drives vdx", () => {
       d2 = await serve(dir2, `null:name=n0,size=1G,uuid=${String(n0.uuid)}`);
       const load = await rpcPy(d2.sock, 'load_config', '-j', file);
       expect(load.code, `${load.stdout}${load.stderr}\n${d2.output()}`).toBe(0);
-      expect(load.stdout).not.toContain('skipped');
+      // Only the start-up-only framework_set_reactors is left out on a running daemon, as SPDK's
+      // load_config leaves out STARTUP methods (its message says so); the same reactors mean the same state.
+      expect(load.stdout.trim()).toBe('Some configs were skipped because the RPC state that can call them passed over.');
       const again = await rpcPy(d2.sock, 'save_config');
       expect(again.code, again.stdout).toBe(0);
       const doc2 = JSON.parse(again.stdout) as typeof doc;

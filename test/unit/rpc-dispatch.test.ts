@@ -382,7 +382,8 @@ describe('the real method table', () => {
   test('rpc_get_methods is the table\'s keys, with the params load_config sends', async () => {
     expect((await one(real, req('rpc_get_methods'))).result).toEqual(methodNames);
     expect((await one(real, req('rpc_get_methods', { include_aliases: false }))).result).toEqual(methodNames);
-    expect((await one(real, req('rpc_get_methods', { current: true, include_aliases: false }))).result).toEqual(methodNames);
+    // On a running daemon the start-up-only method is not current, so load_config skips it instead of failing on it.
+    expect((await one(real, req('rpc_get_methods', { current: true, include_aliases: false }))).result).toEqual(methodNames.filter((m) => m !== 'framework_set_reactors'));
   });
 
   test('every schema has a valid value for each field (the generator below covers new methods)', () => {

@@ -352,7 +352,7 @@ describe('contrib/systemd/vdx.service', () => {
     const service = (key: string) => [...unit.matchAll(new RegExp(`^${key}=(.*)$`, 'gm'))].map((m) => m[1]);
     expect(service('Type')).toEqual(['notify']);
     expect(service('NotifyAccess')).toEqual(['main']);
-    expect(service('ExecStart')).toEqual(['/usr/local/bin/vdx serve --config /etc/vdx/vdx.json --rpc-socket /run/vdx/vdx.rpc.sock --log-format json']);
+    expect(service('ExecStart')).toEqual(['/usr/local/bin/vdx serve --config /etc/vdx/vdx.json --rpc-socket /run/vdx/vdx.rpc.sock --vhost-socket-dir /run/vdx-vhost --log-format json']);
     expect(service('RuntimeDirectory')).toEqual(['vdx']);
     expect(service('RuntimeDirectoryMode')).toEqual(['0700']);
     expect(service('ExecReload')).toEqual([]); // the daemon has no reload

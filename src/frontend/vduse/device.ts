@@ -142,7 +142,11 @@ export class VduseDevice {
         this.vqs.push({ kickFd, running: undefined, lastAvail: 0, lastUsed: 0, resume: false });
       }
     } catch (e) {
-      this.destroyDevice();
+      try {
+        this.destroyDevice();
+      } catch (d) {
+        this.log.error((d as Error).message);
+      }
       throw this.fail((e as Error).message);
     }
     // Messages arrive while the device is being added to the bus: serve them from now on.
@@ -434,7 +438,8 @@ export class VduseDevice {
     }
     if (this.ctl >= 0) {
       const rc = n.ioctl(this.ctl, VDUSE_DESTROY_DEV, encodeName(this.name));
-      if (rc < 0) this.log.error(`VDUSE_DESTROY_DEV ${this.name}: ${errnoName(-rc)}${rc === -E.EBUSY ? ' (still on the vDPA bus?)' : ''}`);
+      // Keep the control fd: destroy() again retries the ioctl.
+      if (rc < 0) throw new Error(`VDUSE_DESTROY_DEV ${this.name}: ${errnoName(-rc)}${rc === -E.EBUSY ? ' (still on the vDPA bus?)' : ''}`);
       closeSync(this.ctl);
       this.ctl = -1;
     }

@@ -93,8 +93,13 @@ export class VduseExport {
     // A device we failed to create is someone else's: leave the bus alone.
     if (!this.device.created) return;
     // Whoever put it on the bus (we, or iproute2 with bus=none), it must leave before it can be destroyed.
+    // A failure leaves the device as it was (still serving): the caller may retry.
     const st = await this.ops.state(this.name).catch(() => undefined);
-    if (st?.onBus) await this.ops.devDel(this.name).catch((e: Error) => this.log.error(`vdpa dev del ${this.name}: ${e.message}`));
+    if (st?.onBus) {
+      await this.ops.devDel(this.name).catch((e: Error) => {
+        throw new Error(`vdpa dev del ${this.name}: ${e.message}`);
+      });
+    }
     if (await this.device.destroy()) this.log.info(`VDUSE device ${this.name} destroyed`);
   }
 }

@@ -1,7 +1,7 @@
 // A vhost-user-blk export: a unix socket QEMU (or libblkio) connects to. One
 // front-end at a time; when it goes, the next may connect (reconnect).
-import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { chmodSync, unlinkSync } from 'node:fs';
+import { claimSocketPath } from '../../net/socket-path.js';
 import type { Logger } from 'pino';
 import type { QueueCounterSource, QueuePlacer, ReactorPool } from '../../core/reactor-pool.js';
 import type { BdevDesc } from '../../bdev/types.js';
@@ -54,6 +54,15 @@ export class VhostUserExport {
     };
   }
 
+  /**
+   * The bdev's capacity changed: the config space a front-end reads next
+   * (GET_CONFIG) and the queues started from now on use the new size.
+   */
+  resized(bdev: BdevDesc): void {
+    this.ctx.blk = blkParams(bdev.info, this.opts);
+    this.ctx.config = blkConfig(this.ctx.blk, this.opts);
+  }
+
   /** A front-end (QEMU, libblkio) is connected now. */
   get connected(): boolean {
     return this.session !== undefined;
@@ -68,31 +77,19 @@ export class VhostUserExport {
     return this.ctx.bdev.info.name;
   }
 
-  start(): void {
+  async start(): Promise<void> {
     const path = this.opts.socket;
-    mkdirSync(dirname(path), { recursive: true });
-    if (existsSync(path)) {
-      // Only a stale socket may be replaced; anything else is the user's file,
-      // or a live server's (another export, this daemon's RPC socket, another daemon).
-      if (!lstatSync(path).isSocket()) throw new Error(`socket=${path} exists and is not a socket; remove it or choose another path`);
-      if (this.answers(path)) throw new Error(`socket=${path} is in use: a running server listens on it; choose another path`);
-      unlinkSync(path);
-    }
+    await claimSocketPath(path, 'socket=');
     this.listenFd = this.native.unixListen(path, 4);
-    chmodSync(path, this.opts.mode);
-    this.watcher = new this.native.FdWatcher(this.listenFd);
-    this.watcher.start(true, false, () => this.accept());
-    this.ctx.log.info({ socket: path, bdev: this.ctx.bdev.info.name, queues: this.opts.numQueues }, 'listening');
-  }
-
-  /** Does a server listen on this socket? (A unix connect completes at once, or is refused when stale.) */
-  private answers(path: string): boolean {
     try {
-      this.native.close(this.native.unixConnect(path));
-      return true;
-    } catch {
-      return false;
+      chmodSync(path, this.opts.mode);
+      this.watcher = new this.native.FdWatcher(this.listenFd);
+      this.watcher.start(true, false, () => this.accept());
+    } catch (e) {
+      await this.stop();
+      throw e;
     }
+    this.ctx.log.info({ socket: path, bdev: this.ctx.bdev.info.name, queues: this.opts.numQueues }, 'listening');
   }
 
   private accept(): void {

@@ -62,6 +62,7 @@ export interface SessionContext {
   pool: QueuePlacer;
   log: Logger;
   bdev: BdevDesc;
+  /** the export's, replaced when the bdev is resized */
   blk: BlkParams;
   numQueues: number;
   /** virtio device features (without bit 30) */

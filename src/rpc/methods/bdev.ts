@@ -102,8 +102,17 @@ export function bdevInfoJson(e: BdevEntry): Record<string, unknown> {
       copy: false,
       nvme_iov_md: false,
     },
-    driver_specific: d.driverSpecific,
+    driver_specific: { ...d.driverSpecific, ...spdkDriverSpecific(e) },
   };
+}
+
+/** What SPDK's aio and uring modules show, for file bdevs made through their methods. */
+function spdkDriverSpecific(e: BdevEntry): Record<string, unknown> {
+  if (e.method === 'bdev_aio_create') {
+    return { aio: { filename: e.spec.path, block_size_override: true, readonly: e.spec.readonly === 'on', fallocate: false } };
+  }
+  if (e.method === 'bdev_uring_create') return { uring: { filename: e.spec.path } };
+  return {};
 }
 
 export const bdevMethods: Record<string, Method<RpcContext>> = {
@@ -176,7 +185,7 @@ export const bdevMethods: Record<string, Method<RpcContext>> = {
     'vdx: create a bdev from vdx\'s own keys (those of --bdev TYPE:key=value,...), values as strings',
     { type: nonEmpty.describe(`bdev type: ${Object.keys(BDEV_MODULES).join(', ')}`), name: nonEmpty.describe('bdev name'), keys: specKeys.optional() },
     (p, ctx) => {
-      if (!BDEV_MODULES[p.type]) throw invalidParams(`type '${p.type}' is unknown; known types: ${Object.keys(BDEV_MODULES).join(', ')}`);
+      if (!Object.hasOwn(BDEV_MODULES, p.type)) throw invalidParams(`type '${p.type}' is unknown; known types: ${Object.keys(BDEV_MODULES).join(', ')}`);
       return createBdev(ctx, { type: p.type, name: p.name, ...(p.keys ?? {}) }).desc.info.name;
     },
   ),

@@ -6,7 +6,8 @@ import { ControlError, EBUSY } from '../../control/errors.js';
 import type { ExportEntry } from '../../control/exports.js';
 import { invalidParams } from '../errors.js';
 import { method, type Method } from '../method.js';
-import { bool, cpumaskField, int, nonEmpty } from '../schema.js';
+import { bool, nonEmpty } from '../schema.js';
+import { reactorSchema } from '../../config/saved.js';
 import { bdevConfigEntry } from './bdev-config.js';
 import type { RpcContext } from './context.js';
 import { controllerParams } from './vhost.js';
@@ -49,15 +50,12 @@ export function subsystemConfig(ctx: RpcContext, name: string): ConfigEntry[] {
   }
 }
 
-export const reactorSchema = {
-  count: int(1, 64).describe('reactor threads'),
-  cpumask: cpumaskField.optional().describe('CPUs the reactors are pinned to, one each in turn'),
-  idle_spin_us: int(0, 10_000_000).optional().describe('polling window after the last work before a reactor sleeps'),
-};
 
 export const frameworkMethods: Record<string, Method<RpcContext>> = {
-  rpc_get_methods: method('the methods this daemon answers (all of them in every state)', { current: bool.optional(), include_aliases: bool.optional() }, (_p, ctx) =>
-    Object.keys(ctx.methods),
+  rpc_get_methods: method(
+    'the methods this daemon answers; with current, those callable on a running daemon (rpc.py load_config skips the others)',
+    { current: bool.optional(), include_aliases: bool.optional() },
+    (p, ctx) => Object.entries(ctx.methods).filter(([, m]) => !p.current || !m.startupOnly).map(([name]) => name),
   ),
   spdk_get_version: method('vdx\'s version, in SPDK\'s shape', {}, () => ({
     version: `vdx v${VERSION.major}.${VERSION.minor}.${VERSION.patch}${VERSION.suffix}`,
@@ -85,6 +83,7 @@ export const frameworkMethods: Record<string, Method<RpcContext>> = {
       }
       return true;
     },
+    { startupOnly: true },
   ),
   framework_get_reactors: method('each reactor: its CPU, queues and counters', {}, async (_p, ctx) => {
     const stats = await Promise.all(ctx.pool.reactors.map((r) => r.stats()));

@@ -56,7 +56,7 @@ export const vhostMethods: Record<string, Method<RpcContext>> = {
   vhost_create_blk_controller: method(
     'export a bdev as a vhost-user-blk socket <vhost socket dir>/<ctrlr>',
     {
-      ctrlr: nonEmpty.where('a controller name without "/"', (s) => !s.includes('/') && s !== '.' && s !== '..').describe('controller name, the socket file name'),
+      ctrlr: nonEmpty.where('1-64 letters, digits, ".", "_" or "-" (it names the socket file)', (s) => /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/.test(s)).describe('controller name, the socket file name'),
       dev_name: nonEmpty.describe('bdev to export'),
       cpumask: cpumaskField.optional(),
       readonly: bool.optional(),
