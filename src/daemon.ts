@@ -145,7 +145,7 @@ export class Daemon implements RpcContext {
 
   /** The Prometheus text of every queue's and reactor's counters. */
   renderMetrics(): string {
-    return renderPrometheus({ queues: this.counters.snapshot(), reactors: this.pool.reactors.map((r) => r.counters()) });
+    return renderPrometheus({ queues: this.counters.snapshot(), reactors: this.pool.reactorCounters() });
   }
 
   async stop(): Promise<void> {

@@ -8,11 +8,11 @@ import { ControlError } from '../../control/errors.js';
 import { bdevIostat } from '../../metrics/iostat.js';
 import { invalidParams } from '../errors.js';
 import { method, type Method } from '../method.js';
-import { bool, int, nonEmpty, sizeArg, specKeys, str, u32, u64 } from '../schema.js';
+import { bool, int, logicalBlockSize, nonEmpty, sizeArg, specKeys, str, u32, u64 } from '../schema.js';
 import type { RpcContext } from './context.js';
 
 const MiB = 1 << 20;
-const blockSize = int(512, 4096).where('512 or 4096', (v) => v === 512 || v === 4096).describe('data block size in bytes');
+const blockSize = logicalBlockSize.describe('data block size in bytes');
 const numBlocks = u64.where('a positive integer', (v) => v > 0).describe('size in blocks');
 
 /** Create through the registry; a module's validation failure is a bad parameter (-32602). */

@@ -70,12 +70,8 @@ export const frameworkMethods: Record<string, Method<RpcContext>> = {
     'vdx: the reactors, fixed at start (vdx serve --config applies it first); on a running daemon it succeeds only when it matches',
     reactorSchema,
     (p, ctx) => {
-      let cpus: number[] = [];
-      try {
-        if (p.cpumask !== undefined) cpus = parseCpumask(p.cpumask);
-      } catch (e) {
-        throw invalidParams((e as Error).message);
-      }
+      // cpumask was checked by its field
+      const cpus = p.cpumask === undefined ? [] : parseCpumask(p.cpumask);
       const r = ctx.reactors;
       const same = p.count === r.count && cpumaskHex(cpus) === cpumaskHex(r.cpus) && (p.idle_spin_us ?? r.idleSpinUs) === r.idleSpinUs;
       if (!same) {

@@ -82,32 +82,35 @@ read_back() {
   tstep "$name moved to $vh over RPC; libblkio read the container's bytes from vdx's bdev"
 }
 
+# container_writes N DEV NAME MIB: container N gets DEV (the VDUSE device NAME) as
+# /dev/disk0 and writes 1 MiB of fresh random bytes at MIB MiB; they are read back
+# in the container, then through DEV and through vdx's bdev (read_back).
+container_writes() {
+  local n=$1 dev=$2 name=$3 mib=$4 pat=/tmp/p$1.bin
+  head -c 1M /dev/urandom >"$pat"
+  tstep "container $n gets $dev as /dev/disk0 and writes 1 MiB at $mib MiB"
+  in_container "$dev" "$pat" "$mib"
+  grep -q "reads sha256 $(sha256sum <"$pat" | cut -d' ' -f1)" /tmp/ct.out || fail "container $n did not read back its pattern"
+  read_back "$name" "$dev" "$pat" "$mib"
+}
+
 wait_until 90 test -S $RPC || { cat "$VDX_RUN/vdx.log"; fail "vdx did not start"; }
 DEV=$(jrpc_get 'j[0]["node"]' vduse_get_devices name=ct0)
 [ -b "$DEV" ] || fail "ct0 has no block device ($DEV)"
 tstep "vdx exports c0 as ct0: $DEV on virtio_vdpa"
 
 # ---- 1: the disk vdx was started with, handed to a container
-head -c 1M /dev/urandom >/tmp/p1.bin
-tstep "container 1 gets $DEV as /dev/disk0 and writes 1 MiB at 1 MiB"
-in_container "$DEV" /tmp/p1.bin 1
-grep -q "reads sha256 $(sha256sum </tmp/p1.bin | cut -d' ' -f1)" /tmp/ct.out || fail "container 1 did not read back its pattern"
-read_back ct0 "$DEV" /tmp/p1.bin 1
+container_writes 1 "$DEV" ct0 1
 DEV=$(jrpc_get 'j["node"]' vdpa_bind_device name=ct0 bus=virtio)
 [ -b "$DEV" ] || fail "ct0 has no block device after moving back ($DEV)"
 tstep "ct0 back on virtio_vdpa as $DEV, for whatever runs next"
 
 # ---- 2: a disk made at run time over JSON-RPC, as an orchestrator would
 rpc bdev_malloc_create name=c1 num_blocks=65536 block_size=512 >/dev/null
-out=$(jrpc_get 'j["node"]' vduse_create_blk_device name=ct1 bdev_name=c1)
-DEV2=$out
-[ -b "$DEV2" ] || fail "ct1 has no block device: $out"
+DEV2=$(jrpc_get 'j["node"]' vduse_create_blk_device name=ct1 bdev_name=c1)
+[ -b "$DEV2" ] || fail "ct1 has no block device: $DEV2"
 tstep "RPC: bdev_malloc_create c1 + vduse_create_blk_device ct1 gave $DEV2"
-head -c 1M /dev/urandom >/tmp/p2.bin
-tstep "container 2 gets $DEV2 as /dev/disk0 and writes 1 MiB at 3 MiB"
-in_container "$DEV2" /tmp/p2.bin 3
-grep -q "reads sha256 $(sha256sum </tmp/p2.bin | cut -d' ' -f1)" /tmp/ct.out || fail "container 2 did not read back its pattern"
-read_back ct1 "$DEV2" /tmp/p2.bin 3
+container_writes 2 "$DEV2" ct1 3
 rpc vduse_delete_device name=ct1 >/dev/null
 [ ! -e /dev/vduse/ct1 ] || fail "/dev/vduse/ct1 still exists"
 [ ! -e /sys/bus/vdpa/devices/ct1 ] || fail "vdpa device ct1 still exists"
