@@ -55,6 +55,8 @@ static Napi::Object InitShim(Napi::Env env, Napi::Object exports) {
   vdx::InitSched(env, exports);
   vdx::InitNotify(env, exports);
   vdx::InitClock(env, exports);
+  vdx::InitRbd(env, exports);
+  vdx::InitNet(env, exports);
   return exports;
 }
 

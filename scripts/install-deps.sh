@@ -20,6 +20,13 @@ PACKAGES=(
   prometheus
   # unit tests: systemd-analyze verify on contrib/systemd/vdx.service
   systemd
+  # rbd bdev: librbd is dlopened at run time; e2e and bench: a one-node Ceph cluster on 127.0.0.1
+  # (scripts/ceph/cluster.sh; no mgr), uuidgen for its OSD
+  librbd1 librados2 ceph-mon ceph-osd ceph-common uuid-runtime
+  # bench: qemu-storage-daemon's rbd driver (block-rbd.so)
+  qemu-block-extra
+  # nbd bdev e2e and bench: NBD servers on unix sockets and 127.0.0.1
+  nbdkit
 )
 
 missing=()

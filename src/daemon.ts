@@ -2,13 +2,14 @@
 // the bdev and export registries, and the JSON-RPC socket over them. The
 // command line, the config file and RPC all create through the registries.
 import type { Logger } from 'pino';
-import { bdevModule } from './bdev/registry.js';
+import { BDEV_MODULES, bdevModule } from './bdev/registry.js';
 import type { DaemonConfig } from './config/config.js';
 import { validateConfig } from './config/config.js';
 import { checkSavedConfig, type SavedConfig } from './config/saved.js';
 import { BdevRegistry } from './control/bdevs.js';
 import { ControlError, EINVAL } from './control/errors.js';
 import { ExportRegistry } from './control/exports.js';
+import { RbdClusterRegistry } from './control/rbd-clusters.js';
 import { ReactorPool } from './core/reactor-pool.js';
 import type { NativeShim } from './native/index.js';
 import { RpcDispatcher } from './rpc/dispatch.js';
@@ -35,10 +36,16 @@ export interface DaemonOptions {
   metrics?: MetricsAddr;
 }
 
+function resizableTypes(): string[] {
+  return Object.values(BDEV_MODULES).filter((m) => m.resize).map((m) => m.type);
+}
+
 export class Daemon implements RpcContext {
   private poolRef: ReactorPool | undefined;
   private bdevsRef: BdevRegistry | undefined;
   private exportsRef: ExportRegistry | undefined;
+  /** Ceph clusters named over RPC (bdev_rbd_register_cluster); save_config writes them with the bdevs */
+  readonly rbdClusters = new RbdClusterRegistry();
   private rpc: RpcServer | undefined;
   private metricsServer: MetricsServer | undefined;
   /** I/O counters of every export's queues, written by the reactors */
@@ -79,10 +86,10 @@ export class Daemon implements RpcContext {
       for (const r of pool.reactors) {
         r.on('log', (level, msg, data) => this.log[level]({ component: 'reactor', reactor: r.index, ...data }, msg));
       }
-      this.bdevsRef = new BdevRegistry(this.log);
+      this.bdevsRef = new BdevRegistry(this.log, (name) => this.storeResized(name));
       this.exportsRef = new ExportRegistry(this.native, pool, this.bdevsRef, this.log, this.counters);
       if (this.config.saved) await this.replay(this.config.saved.where, this.config.saved.doc);
-      for (const b of this.config.bdevs) this.bdevs.create(b);
+      for (const b of this.config.bdevs) await this.bdevs.create(b);
       for (const x of this.config.exports) await this.exports.create(x);
       if (this.opts.metrics) {
         this.metricsServer = await startMetricsServer(this.opts.metrics, () => this.renderMetrics(), this.log);
@@ -125,10 +132,10 @@ export class Daemon implements RpcContext {
   async resizeBdev(name: string, size: string | undefined): Promise<number> {
     const e = this.bdevs.get(name);
     const m = bdevModule(e.spec.type);
-    if (!m.resize) throw new ControlError(EINVAL, `bdev '${name}' (${e.spec.type}) cannot be resized; file and null bdevs can`);
+    if (!m.resize) throw new ControlError(EINVAL, `bdev '${name}' (${e.spec.type}) cannot be resized; ${resizableTypes().join(', ')} bdevs can`);
     let sizeBytes: number;
     try {
-      sizeBytes = m.resize(e.desc, size);
+      sizeBytes = await m.resize(e.desc, size);
     } catch (err) {
       throw new ControlError(EINVAL, (err as Error).message);
     }
@@ -141,6 +148,12 @@ export class Daemon implements RpcContext {
     }
     this.log.info({ component: 'bdev', name, sizeBytes }, 'bdev resized');
     return sizeBytes;
+  }
+
+  /** A bdev's store changed its size (an `rbd resize` elsewhere): re-read it and tell the exports. */
+  private storeResized(name: string): void {
+    if (!this.bdevsRef?.has(name)) return;
+    this.resizeBdev(name, undefined).catch((e: Error) => this.log.error({ component: 'bdev', name }, `size change not applied: ${e.message}`));
   }
 
   /** The Prometheus text of every queue's and reactor's counters. */
@@ -157,7 +170,7 @@ export class Daemon implements RpcContext {
     this.exportsRef = undefined;
     await this.poolRef?.shutdown();
     this.poolRef = undefined;
-    this.bdevsRef?.clear();
+    await this.bdevsRef?.clear();
     this.bdevsRef = undefined;
   }
 }

@@ -1,6 +1,7 @@
 // Every bdev type vdx knows; nothing registers itself on import.
 import { fileBdev } from './file.js';
 import { mallocBdev } from './malloc.js';
+import { nbdBdev } from './nbd/index.js';
 import { nullBdev } from './null.js';
 import type { BdevModule } from './types.js';
 
@@ -8,6 +9,7 @@ export const BDEV_MODULES: Readonly<Record<string, BdevModule>> = {
   null: nullBdev,
   malloc: mallocBdev,
   file: fileBdev,
+  nbd: nbdBdev,
 };
 
 export function bdevModule(type: string): BdevModule {

@@ -70,6 +70,18 @@ export interface BdevInfo {
   caps: { flush: boolean; discard: boolean; writeZeroes: boolean };
   /** largest DISCARD / WRITE_ZEROES range, bytes */
   maxDiscardBytes: number;
+  /**
+   * The bdev's channels are not coherent with each other, so all its I/O must
+   * stay on one reactor: e.g. an NBD server without multi-conn, where a FLUSH
+   * on one connection does not cover writes replied on another.
+   */
+  singleReactor?: boolean;
+}
+
+/** What a reactor gives the channels it opens. */
+export interface ChannelContext {
+  /** Log through the reactor to the daemon's logger (a channel has none of its own in a worker). */
+  log(level: 'info' | 'warn' | 'error', msg: string, data?: Record<string, unknown>): void;
 }
 
 /** A bdev as the main thread keeps it: structured-clone-safe, sent to reactors. */
@@ -91,17 +103,28 @@ export interface BdevModule {
    * on bad input.
    */
   normalize(spec: Record<string, string>): Record<string, string>;
-  /** Main thread: create the shared state (malloc's memory, file checks) from a normalized spec. */
-  create(spec: Record<string, string>): BdevDesc;
+  /**
+   * Main thread: create the shared state (malloc's memory, file checks, a
+   * remote store's connection) from a normalized spec. Remote bdevs connect
+   * here, so it may be asynchronous; it must never block the event loop.
+   */
+  create(spec: Record<string, string>): BdevDesc | Promise<BdevDesc>;
   /** Reactor thread: open this reactor's channel. */
-  open(desc: BdevDesc): Channel;
+  open(desc: BdevDesc, ctx: ChannelContext): Channel;
   /**
    * Main thread, optional: change the capacity (to `size`, or re-read it) and
    * update desc.info; returns the new size in bytes.
    */
-  resize?(desc: BdevDesc, size: string | undefined): number;
+  resize?(desc: BdevDesc, size: string | undefined): number | Promise<number>;
+  /**
+   * Main thread, optional: call `changed` whenever the store reports that the
+   * bdev's size changed elsewhere (an `rbd resize` by another client); the
+   * daemon then resizes with no size (re-reads it) and tells the frontends.
+   * Returns the function that stops watching (called before destroy).
+   */
+  watch?(desc: BdevDesc, changed: () => void): () => void;
   /** What listings show of this bdev (SPDK's bdev_get_bdevs product_name and driver_specific). */
   describe(desc: BdevDesc): { productName: string; driverSpecific: Record<string, unknown> };
-  /** Main thread: release what create() made. */
-  destroy(desc: BdevDesc): void;
+  /** Main thread: release what create() made, after every channel on it closed. */
+  destroy(desc: BdevDesc): void | Promise<void>;
 }

@@ -23,6 +23,8 @@ export interface BdevEntry {
   readonly claims: Set<string>;
   /** the SPDK-style method it was created with, kept so save_config writes it back the same way */
   readonly method: string | undefined;
+  /** stops the module's watch on the store (size changes made elsewhere) */
+  unwatch: (() => void) | undefined;
 }
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -36,17 +38,26 @@ export function normalizeBdevSpec(spec: BdevSpec): { spec: BdevSpec; uuid: strin
 
 export class BdevRegistry {
   private readonly entries = new Map<string, BdevEntry>();
+  /** creates still connecting (remote bdevs), by name: a second create of the name waits for the first */
+  private readonly creating = new Map<string, Promise<unknown>>();
+  private stopping = false;
 
-  constructor(private readonly log: Logger) {}
+  /** `changed` hears of a size change a module saw in its store (made outside vdx). */
+  constructor(
+    private readonly log: Logger,
+    private readonly changed: (name: string) => void = () => {},
+  ) {}
 
   /**
    * Create a bdev, or return the existing one when it has the same name and
    * parameters (`created` false). The same name with other parameters is an
    * error naming the difference.
    */
-  create(raw: BdevSpec, method?: string): { entry: BdevEntry; created: boolean } {
+  async create(raw: BdevSpec, method?: string): Promise<{ entry: BdevEntry; created: boolean }> {
     const { spec, uuid } = normalizeBdevSpec(raw);
     const name = spec.name!;
+    for (let p = this.creating.get(name); p; p = this.creating.get(name)) await p.catch(() => {});
+    if (this.stopping) throw new ControlError(EBUSY, `vdx is shutting down; bdev '${name}' was not created`);
     const old = this.entries.get(name);
     if (old) {
       const diff = specDifference(old, spec, uuid);
@@ -54,8 +65,27 @@ export class BdevRegistry {
       return { entry: old, created: false };
     }
     const { type, ...keys } = spec;
-    const desc = bdevModule(type).create(keys);
-    const entry: BdevEntry = { desc, spec, uuid: uuid ?? randomUUID(), claims: new Set(), method };
+    const module = bdevModule(type);
+    const making = Promise.resolve().then(() => module.create(keys));
+    this.creating.set(name, making);
+    let desc: BdevDesc;
+    try {
+      desc = await making;
+    } catch (e) {
+      // A store that refused or did not answer (an errno from the module) is the
+      // caller's -errno; anything else is a bad parameter the module found.
+      const errno = (e as { errno?: unknown }).errno;
+      if (typeof errno === 'number' && errno !== 0) throw new ControlError(-Math.abs(errno), `bdev '${name}': ${(e as Error).message}`);
+      throw e;
+    } finally {
+      this.creating.delete(name);
+    }
+    if (this.stopping) {
+      await module.destroy(desc);
+      throw new ControlError(EBUSY, `vdx is shutting down; bdev '${name}' was not created`);
+    }
+    const entry: BdevEntry = { desc, spec, uuid: uuid ?? randomUUID(), claims: new Set(), method, unwatch: undefined };
+    entry.unwatch = module.watch?.(desc, () => this.changed(name));
     this.entries.set(name, entry);
     this.log.info({ component: 'bdev', name, type, sizeBytes: desc.info.sizeBytes }, 'bdev created');
     return { entry, created: true };
@@ -86,7 +116,7 @@ export class BdevRegistry {
   }
 
   /** Delete an unclaimed bdev; `type` guards against bdev_malloc_delete on a file bdev. */
-  delete(name: string, type?: string): void {
+  async delete(name: string, type?: string): Promise<void> {
     const e = this.get(name);
     if (type !== undefined && e.spec.type !== type) {
       throw new ControlError(ENODEV, `bdev '${name}' is a ${e.spec.type} bdev, not ${type}`);
@@ -95,7 +125,7 @@ export class BdevRegistry {
       throw new ControlError(EBUSY, `bdev '${name}' is claimed by ${[...e.claims].join(', ')}; delete ${e.claims.size > 1 ? 'those' : 'that'} first`);
     }
     this.entries.delete(name);
-    bdevModule(e.spec.type).destroy(e.desc);
+    await destroyEntry(e);
     this.log.info({ component: 'bdev', name }, 'bdev deleted');
   }
 
@@ -105,11 +135,23 @@ export class BdevRegistry {
     if ('size' in e.spec) e.spec.size = String(e.desc.info.sizeBytes);
   }
 
-  /** Destroy everything (daemon shutdown, after every export has stopped). */
-  clear(): void {
-    for (const e of this.entries.values()) bdevModule(e.spec.type).destroy(e.desc);
+  /** Destroy everything (daemon shutdown, after every export has stopped); creates still connecting are undone. */
+  async clear(): Promise<void> {
+    this.stopping = true;
+    await Promise.all([...this.creating.values()].map((p) => p.catch(() => {})));
+    const all = [...this.entries.values()];
     this.entries.clear();
+    for (const e of all) {
+      await destroyEntry(e).catch((err: Error) => this.log.error({ component: 'bdev', name: e.spec.name }, `destroying bdev: ${err.message}`));
+    }
   }
+}
+
+async function destroyEntry(e: BdevEntry): Promise<void> {
+  // Unwatch first: a late notification must not reach a bdev being torn down.
+  e.unwatch?.();
+  e.unwatch = undefined;
+  await bdevModule(e.spec.type).destroy(e.desc);
 }
 
 function specDifference(old: BdevEntry, spec: BdevSpec, uuid: string | undefined): string | undefined {

@@ -5,7 +5,7 @@
 // racing to create the same name see one create and one "exists".
 import type { Logger } from 'pino';
 import type { ExportConfig as DaemonConfigExport, VduseExportConfig, VhostUserExportConfig } from '../config/config.js';
-import type { ReactorPool } from '../core/reactor-pool.js';
+import type { QueueHost, QueuePlacer, ReactorHandle, ReactorPool } from '../core/reactor-pool.js';
 import { VduseExport } from '../frontend/vduse/export.js';
 import { VhostUserExport } from '../frontend/vhost-user/export.js';
 import type { NativeShim } from '../native/index.js';
@@ -33,6 +33,8 @@ export class ExportRegistry {
   private queue: Promise<unknown> = Promise.resolve();
   /** set by clear(): the daemon is stopping and takes no more changes */
   private closed = false;
+  /** the one reactor serving each singleReactor bdev (see BdevInfo), while an export uses it */
+  private readonly bdevReactor = new Map<string, QueueHost>();
 
   constructor(
     private readonly native: NativeShim,
@@ -81,9 +83,10 @@ export class ExportRegistry {
         const other = this.list('vhost-user').find((e) => e.cfg.type === 'vhost-user' && e.cfg.socket === cfg.socket);
         if (other) throw new ControlError(EEXIST, `socket ${cfg.socket} is already served by vhost controller '${other.cfg.name}'`);
       }
-      let placer;
+      let placer: QueuePlacer;
       try {
-        placer = this.pool.placer(this.pool.select(cfg.cpumask === undefined ? undefined : parseCpumask(cfg.cpumask)));
+        const among = this.pool.select(cfg.cpumask === undefined ? undefined : parseCpumask(cfg.cpumask));
+        placer = bdev.info.singleReactor ? this.singleReactorPlacer(cfg.bdev, among) : this.pool.placer(among);
       } catch (e) {
         throw new ControlError(EINVAL, `${KIND_NAME[cfg.type]} '${cfg.name}': ${(e as Error).message}`);
       }
@@ -104,12 +107,33 @@ export class ExportRegistry {
       } catch (e) {
         this.bdevs.release(cfg.bdev, claimant);
         this.counters.forget(cfg.name);
+        this.releaseReactor(cfg.bdev);
         throw e;
       }
       this.entries.set(cfg.name, entry);
       this.log.info({ component: 'export', name: cfg.name, type: cfg.type, bdev: cfg.bdev }, 'export created');
       return { entry, created: true };
     });
+  }
+
+  /**
+   * Every queue of every export on a singleReactor bdev goes to one reactor:
+   * the one already serving the bdev, or the least loaded the cpumask allows.
+   */
+  private singleReactorPlacer(bdev: string, among: ReactorHandle[]): QueuePlacer {
+    let r = this.bdevReactor.get(bdev);
+    if (r && !among.some((x) => x === r)) {
+      throw new Error(`bdev '${bdev}' must stay on one reactor (${singleReactorWhy(this.bdevs.get(bdev).desc.info.type)}) and reactor ${r.index} serves it; use a cpumask that includes that reactor`);
+    }
+    r ??= this.pool.placer(among).pick();
+    this.bdevReactor.set(bdev, r);
+    const chosen = r;
+    return { pick: () => chosen };
+  }
+
+  /** Forget a singleReactor bdev's reactor once no export uses the bdev. */
+  private releaseReactor(bdev: string): void {
+    if (![...this.entries.values()].some((e) => e.cfg.bdev === bdev)) this.bdevReactor.delete(bdev);
   }
 
   /** Why this export's front-end must not be cut off now, or undefined. */
@@ -132,6 +156,7 @@ export class ExportRegistry {
       this.entries.delete(name);
       this.counters.forget(name);
       this.bdevs.release(e.cfg.bdev, claimantOf(e.kind, name));
+      this.releaseReactor(e.cfg.bdev);
       this.log.info({ component: 'export', name }, 'export deleted');
     });
   }
@@ -163,10 +188,15 @@ export class ExportRegistry {
       }
       for (const e of all) this.bdevs.release(e.cfg.bdev, claimantOf(e.kind, e.cfg.name));
       this.entries.clear();
+      this.bdevReactor.clear();
       await this.ops?.close();
       this.ops = undefined;
     });
   }
+}
+
+function singleReactorWhy(type: string): string {
+  return type === 'nbd' ? 'its NBD server does not offer multi-conn, so a flush covers one connection only' : 'its channels are not coherent';
 }
 
 /** Differences that make a create not a retry; the bus of a VDUSE device is its state, not its identity. */

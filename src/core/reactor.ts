@@ -4,7 +4,7 @@
 // rings are re-checked after arming). Control requests arrive on a MessagePort
 // and are read synchronously, so the loop never yields to the event loop.
 import { bdevModule } from '../bdev/registry.js';
-import type { Channel } from '../bdev/types.js';
+import type { Channel, ChannelContext } from '../bdev/types.js';
 import type { NativeShim } from '../native/index.js';
 import { BlkQueue } from '../virtio/blk.js';
 import { IoClock } from '../virtio/blk-counters.js';
@@ -78,6 +78,9 @@ export class Reactor {
   private seedMs = -1;
   /** monotonicMs() - performance.now(): this thread's clock on the process-wide one */
   private readonly monoOffsetMs: number;
+  private readonly channelContext: ChannelContext = {
+    log: (level, msg, data) => this.source.reply({ event: 'log', level, msg, ...(data ? { data } : {}) }),
+  };
 
   constructor(
     private readonly native: NativeShim,
@@ -356,7 +359,7 @@ export class Reactor {
     const chanKey = s.bdev.info.name;
     let c = this.channels.get(chanKey);
     if (!c) {
-      const channel = bdevModule(s.bdev.info.type).open(s.bdev);
+      const channel = bdevModule(s.bdev.info.type).open(s.bdev, this.channelContext);
       c = { key: chanKey, channel, users: 0, token: 0 };
       if (channel.notifyFd >= 0) {
         c.token = this.nextToken++;

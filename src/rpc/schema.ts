@@ -51,6 +51,8 @@ export function int(min: number, max: number): Field<number> {
   return new Field<number>(`an integer in ${min}..${max}`, (v) => (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max ? v : undefined), false, '');
 }
 export const u32 = int(0, 0xffff_ffff);
+/** A duration in seconds, fractions allowed (timeouts). */
+export const seconds = new Field<number>('a number of seconds in 0..86400', (v) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= 86400 ? v : undefined), false, '');
 export const u64 = int(0, Number.MAX_SAFE_INTEGER);
 
 export function oneOf<const V extends string>(...values: V[]): Field<V> {

@@ -107,7 +107,7 @@ class Harness {
 
 describe('virtio-blk engine on the malloc bdev', () => {
   const desc = mallocBdev.create(mallocBdev.normalize({ name: 'm', size: '1M' }));
-  const ch = mallocBdev.open(desc);
+  const ch = mallocBdev.open(desc, { log: () => {} });
   afterAll(() => {
     ch.close();
     mallocBdev.destroy(desc);

@@ -106,7 +106,7 @@ describe('io_uring and the file bdev', () => {
     writeFileSync(path, Buffer.alloc(1 << 20, 0x11));
     const desc = fileBdev.create(fileBdev.normalize({ name: 'f', path }));
     expect(desc.info.sizeBytes).toBe(1 << 20);
-    const ch = fileBdev.open(desc);
+    const ch = fileBdev.open(desc, { log: () => {} });
     const buf = n.mmap(-1, 0, 65536, n.PROT_READ | n.PROT_WRITE, n.MAP_PRIVATE | n.MAP_ANONYMOUS);
     const u8 = new Uint8Array(buf.buffer);
     const run = async (setup: (io: InstanceType<typeof BdevIo>) => void) => {
@@ -175,8 +175,8 @@ describe('malloc bdev', () => {
       expect(desc.params.hugePages).toBe(true);
       expect(anonHugeKb(desc.params.addr as number)).toBeGreaterThanOrEqual(2048);
     }
-    const a = mallocBdev.open(desc);
-    const b = mallocBdev.open(desc); // a second reactor's channel
+    const a = mallocBdev.open(desc, { log: () => {} });
+    const b = mallocBdev.open(desc, { log: () => {} }); // a second reactor's channel
     const buf = n.mmap(-1, 0, 65536, n.PROT_READ | n.PROT_WRITE, n.MAP_PRIVATE | n.MAP_ANONYMOUS);
     const u8 = new Uint8Array(buf.buffer);
     const run = (ch: typeof a, setup: (io: InstanceType<typeof BdevIo>) => void): number => {

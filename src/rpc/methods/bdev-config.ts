@@ -1,7 +1,17 @@
 // A bdev as the method call that recreates it (save_config), in SPDK's names
 // where SPDK has the bdev type, with vdx's extra parameters where it has more.
 import type { BdevEntry } from '../../control/bdevs.js';
+import { NBD_PARAMS } from './bdev-nbd.js';
 import type { ConfigEntry } from './framework.js';
+
+/** rbd bdev key -> the Ceph option bdev_rbd_create's config map names it by. */
+const RBD_CEPH_OPTIONS: Record<string, string> = {
+  'mon-host': 'mon_host',
+  'key-file': 'key_file',
+  'osd-op-timeout': 'rados_osd_op_timeout',
+  'mon-op-timeout': 'rados_mon_op_timeout',
+  'connect-timeout': 'client_mount_timeout',
+};
 
 export function bdevConfigEntry(e: BdevEntry): ConfigEntry {
   const s = e.spec;
@@ -18,6 +28,29 @@ export function bdevConfigEntry(e: BdevEntry): ConfigEntry {
       const common = { name: s.name, filename: s.path, block_size: blockSize, uuid: e.uuid };
       if (e.method === 'bdev_uring_create' && s.direct === 'on' && s.readonly === 'off') return { method: 'bdev_uring_create', params: common };
       return { method: 'bdev_aio_create', params: { ...common, readonly: s.readonly === 'on', direct: s.direct === 'on' } };
+    }
+    case 'rbd': {
+      const config: Record<string, string> = {};
+      for (const [key, option] of Object.entries(RBD_CEPH_OPTIONS)) if (s[key] !== undefined && s[key] !== '') config[option] = s[key];
+      const opt = (k: string, param: string) => (s[k] !== undefined && s[k] !== '' ? { [param]: s[k] } : {});
+      return {
+        method: 'bdev_rbd_create',
+        params: {
+          name: s.name, pool_name: s.pool, rbd_name: s.image, block_size: blockSize, uuid: e.uuid,
+          ...opt('user', 'user_id'), ...(Object.keys(config).length ? { config } : {}), ...opt('conf', 'config_file'),
+          ...opt('namespace', 'namespace'), ...opt('snapshot', 'snapshot'), ...opt('cache', 'cache'),
+          read_only: s.readonly === 'on',
+        },
+      };
+    }
+    case 'nbd': {
+      const params: Record<string, unknown> = { name: s.name, uuid: e.uuid };
+      for (const [param, key] of Object.entries(NBD_PARAMS)) {
+        const v = s[key];
+        if (v === undefined || v === '') continue;
+        params[param] = key === 'readonly' ? v === 'on' : /^(port|connections|reconnect-timeout|connect-timeout|io-timeout|block-size)$/.test(key) ? Number(v) : v;
+      }
+      return { method: 'bdev_nbd_create', params };
     }
     default: {
       const { type, name, ...keys } = s;

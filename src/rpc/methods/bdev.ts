@@ -16,9 +16,9 @@ const blockSize = logicalBlockSize.describe('data block size in bytes');
 const numBlocks = u64.where('a positive integer', (v) => v > 0).describe('size in blocks');
 
 /** Create through the registry; a module's validation failure is a bad parameter (-32602). */
-export function createBdev(ctx: RpcContext, spec: BdevSpec, method?: string): BdevEntry {
+export async function createBdev(ctx: RpcContext, spec: BdevSpec, method?: string): Promise<BdevEntry> {
   try {
-    return ctx.bdevs.create(spec, method).entry;
+    return (await ctx.bdevs.create(spec, method)).entry;
   } catch (e) {
     if (e instanceof ControlError) throw e;
     throw invalidParams((e as Error).message);
@@ -52,8 +52,8 @@ function freeName(ctx: RpcContext, prefix: string): string {
 }
 
 function deleteMethod(type: string, what: string): Method<RpcContext> {
-  return method(`delete a ${what} bdev`, { name: nonEmpty.describe('bdev name') }, (p, ctx) => {
-    ctx.bdevs.delete(p.name, type);
+  return method(`delete a ${what} bdev`, { name: nonEmpty.describe('bdev name') }, async (p, ctx) => {
+    await ctx.bdevs.delete(p.name, type);
     return true;
   });
 }
@@ -127,14 +127,14 @@ export const bdevMethods: Record<string, Method<RpcContext>> = {
       ...metadataParams,
       populate: bool.optional().describe('vdx: allocate all memory at start, on huge pages where allowed'),
     },
-    (p, ctx) => {
+    async (p, ctx) => {
       noMetadata(p);
       checkPhysical(p);
       const name = p.name ?? freeName(ctx, 'Malloc');
       const spec: BdevSpec = { type: 'malloc', name, size: String(p.num_blocks * p.block_size), 'block-size': String(p.block_size) };
       if (p.populate !== undefined) spec.populate = p.populate ? 'on' : 'off';
       if (p.uuid !== undefined) spec.uuid = p.uuid;
-      return createBdev(ctx, spec, 'bdev_malloc_create').desc.info.name;
+      return (await createBdev(ctx, spec, 'bdev_malloc_create')).desc.info.name;
     },
   ),
   bdev_malloc_delete: deleteMethod('malloc', 'malloc'),
@@ -142,12 +142,12 @@ export const bdevMethods: Record<string, Method<RpcContext>> = {
   bdev_null_create: method(
     'create a null bdev (completes every I/O, stores nothing)',
     { name: nonEmpty.describe('bdev name'), num_blocks: numBlocks, block_size: blockSize, uuid: str.optional(), ...metadataParams },
-    (p, ctx) => {
+    async (p, ctx) => {
       noMetadata(p);
       checkPhysical(p);
       const spec: BdevSpec = { type: 'null', name: p.name, size: String(p.num_blocks * p.block_size), 'block-size': String(p.block_size) };
       if (p.uuid !== undefined) spec.uuid = p.uuid;
-      return createBdev(ctx, spec, 'bdev_null_create').desc.info.name;
+      return (await createBdev(ctx, spec, 'bdev_null_create')).desc.info.name;
     },
   ),
   bdev_null_delete: deleteMethod('null', 'null'),
@@ -184,13 +184,13 @@ export const bdevMethods: Record<string, Method<RpcContext>> = {
   bdev_create: method(
     'vdx: create a bdev from vdx\'s own keys (those of --bdev TYPE:key=value,...), values as strings',
     { type: nonEmpty.describe(`bdev type: ${Object.keys(BDEV_MODULES).join(', ')}`), name: nonEmpty.describe('bdev name'), keys: specKeys.optional() },
-    (p, ctx) => {
+    async (p, ctx) => {
       if (!Object.hasOwn(BDEV_MODULES, p.type)) throw invalidParams(`type '${p.type}' is unknown; known types: ${Object.keys(BDEV_MODULES).join(', ')}`);
-      return createBdev(ctx, { type: p.type, name: p.name, ...(p.keys ?? {}) }).desc.info.name;
+      return (await createBdev(ctx, { type: p.type, name: p.name, ...(p.keys ?? {}) })).desc.info.name;
     },
   ),
-  bdev_delete: method('vdx: delete any bdev that nothing uses', { name: nonEmpty.describe('bdev name') }, (p, ctx) => {
-    ctx.bdevs.delete(p.name);
+  bdev_delete: method('vdx: delete any bdev that nothing uses', { name: nonEmpty.describe('bdev name') }, async (p, ctx) => {
+    await ctx.bdevs.delete(p.name);
     return true;
   }),
   bdev_resize: method(
@@ -217,10 +217,10 @@ export const bdevMethods: Record<string, Method<RpcContext>> = {
   bdev_wait_for_examine: method('returns at once: vdx examines no bdev (SPDK\'s save_config ends the bdev subsystem with it)', {}, () => true),
 };
 
-function createFile(ctx: RpcContext, p: { name: string; filename: string; block_size?: number; uuid?: string }, readonly: boolean, direct: boolean, via: string): string {
+async function createFile(ctx: RpcContext, p: { name: string; filename: string; block_size?: number; uuid?: string }, readonly: boolean, direct: boolean, via: string): Promise<string> {
   const spec: BdevSpec = { type: 'file', name: p.name, path: p.filename, direct: direct ? 'on' : 'off', readonly: readonly ? 'on' : 'off' };
   if (p.block_size !== undefined) spec['block-size'] = String(p.block_size);
   if (p.uuid !== undefined) spec.uuid = p.uuid;
-  return createBdev(ctx, spec, via).desc.info.name;
+  return (await createBdev(ctx, spec, via)).desc.info.name;
 }
 

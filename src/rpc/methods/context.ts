@@ -2,6 +2,7 @@
 // operations. Handlers are thin over these; none reaches into a frontend.
 import type { BdevRegistry } from '../../control/bdevs.js';
 import type { ExportRegistry } from '../../control/exports.js';
+import type { RbdClusterRegistry } from '../../control/rbd-clusters.js';
 import type { ReactorPool } from '../../core/reactor-pool.js';
 import type { CounterRegistry } from '../../metrics/counters.js';
 import type { MethodTable } from '../method.js';
@@ -16,6 +17,8 @@ export interface ReactorSettings {
 export interface RpcContext {
   readonly bdevs: BdevRegistry;
   readonly exports: ExportRegistry;
+  /** Ceph clusters named by bdev_rbd_register_cluster */
+  readonly rbdClusters: RbdClusterRegistry;
   readonly pool: ReactorPool;
   /** I/O counters of every export's queues */
   readonly counters: CounterRegistry;

@@ -1,10 +1,12 @@
 // Every RPC method vdx answers, one table per subsystem.
 import type { MethodTable } from '../method.js';
 import { bdevMethods } from './bdev.js';
+import { nbdMethods } from './bdev-nbd.js';
+import { rbdMethods } from './bdev-rbd.js';
 import { exportMethods } from './export.js';
 import type { RpcContext } from './context.js';
 import { frameworkMethods } from './framework.js';
 import { vduseMethods } from './vduse.js';
 import { vhostMethods } from './vhost.js';
 
-export const METHODS: MethodTable<RpcContext> = { ...frameworkMethods, ...bdevMethods, ...vhostMethods, ...vduseMethods, ...exportMethods };
+export const METHODS: MethodTable<RpcContext> = { ...frameworkMethods, ...bdevMethods, ...rbdMethods, ...nbdMethods, ...vhostMethods, ...vduseMethods, ...exportMethods };

@@ -1,0 +1,100 @@
+// NBD servers for the e2e tests: qemu-nbd and nbdkit on unix sockets or
+// 127.0.0.1 only, started tracked (killTracked() reaps them) and restartable.
+import type { ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync, rmSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { join } from 'node:path';
+import { exited, LOG_DIR, spawnTracked, waitForPath } from './vm.js';
+
+/** A free TCP port on 127.0.0.1 (bound and released; the server binds it next). */
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => res(port));
+    });
+  });
+}
+
+async function waitForPort(port: number, child: ChildProcess, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what} exited before listening on 127.0.0.1:${port}`);
+    const ok = await new Promise<boolean>((res) => {
+      const c = connect({ host: '127.0.0.1', port }, () => {
+        c.destroy();
+        res(true);
+      });
+      c.once('error', () => res(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`${what} did not listen on 127.0.0.1:${port} within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export interface NbdServerOptions {
+  /** qemu-nbd or nbdkit */
+  kind: 'qemu-nbd' | 'nbdkit';
+  /** unix socket path, or a TCP port on 127.0.0.1 */
+  socket?: string;
+  port?: number;
+  /** qemu-nbd: image and options; nbdkit: plugin, its arguments and --filter=... */
+  args: string[];
+  logName: string;
+}
+
+/** One server process; start() again after kill() restarts it on the same address. */
+export class NbdServer {
+  private child: ChildProcess | undefined;
+  private starts = 0;
+
+  constructor(readonly o: NbdServerOptions) {}
+
+  get uri(): string {
+    return this.o.socket !== undefined ? `nbd+unix:///?socket=${this.o.socket}` : `nbd://127.0.0.1:${this.o.port}/`;
+  }
+
+  async start(): Promise<void> {
+    const o = this.o;
+    // nbdkit leaves its socket behind; qemu-nbd refuses a stale one.
+    if (o.socket) rmSync(o.socket, { force: true });
+    const where =
+      o.kind === 'qemu-nbd'
+        ? o.socket ? ['-k', o.socket] : ['-b', '127.0.0.1', '-p', String(o.port)]
+        : o.socket ? ['-U', o.socket] : ['-i', '127.0.0.1', '-p', String(o.port)];
+    const args = o.kind === 'qemu-nbd' ? ['-t', ...where, ...o.args] : ['-f', '--exit-with-parent', ...where, ...o.args];
+    this.child = spawnTracked(o.kind, args);
+    mkdirSync(LOG_DIR, { recursive: true });
+    const log = createWriteStream(join(LOG_DIR, `${o.logName}.${++this.starts}.log`));
+    this.child.stdout?.pipe(log);
+    this.child.stderr?.pipe(log);
+    if (o.socket) await waitForPath(o.socket, this.child, o.kind);
+    else await waitForPort(o.port!, this.child, o.kind);
+  }
+
+  /** SIGKILL: no goodbye to the clients, as when a server crashes. */
+  async kill(): Promise<void> {
+    const c = this.child;
+    if (!c) return;
+    this.child = undefined;
+    if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    await exited(c);
+  }
+
+  /** SIGSTOP/SIGCONT: a server that keeps its connections but stops (or resumes) answering. */
+  signal(sig: 'SIGSTOP' | 'SIGCONT'): void {
+    this.child?.kill(sig);
+  }
+
+  async stop(): Promise<void> {
+    const c = this.child;
+    if (!c) return;
+    this.child = undefined;
+    if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+    await exited(c);
+  }
+}
