@@ -3,6 +3,7 @@ import { fileBdev } from './file.js';
 import { mallocBdev } from './malloc.js';
 import { nbdBdev } from './nbd/index.js';
 import { nullBdev } from './null.js';
+import { rbdBdev } from './rbd.js';
 import type { BdevModule } from './types.js';
 
 export const BDEV_MODULES: Readonly<Record<string, BdevModule>> = {
@@ -10,6 +11,7 @@ export const BDEV_MODULES: Readonly<Record<string, BdevModule>> = {
   malloc: mallocBdev,
   file: fileBdev,
   nbd: nbdBdev,
+  rbd: rbdBdev,
 };
 
 export function bdevModule(type: string): BdevModule {

@@ -38,7 +38,7 @@ export function bdevConfigEntry(e: BdevEntry): ConfigEntry {
         params: {
           name: s.name, pool_name: s.pool, rbd_name: s.image, block_size: blockSize, uuid: e.uuid,
           ...opt('user', 'user_id'), ...(Object.keys(config).length ? { config } : {}), ...opt('conf', 'config_file'),
-          ...opt('namespace', 'namespace'), ...opt('snapshot', 'snapshot'), ...opt('cache', 'cache'),
+          ...opt('namespace', 'namespace'), ...opt('snapshot', 'snapshot'), ...opt('cache', 'cache'), ...opt('cluster', 'cluster'),
           read_only: s.readonly === 'on',
         },
       };

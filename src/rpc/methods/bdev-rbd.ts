@@ -121,6 +121,7 @@ export const rbdMethods: Record<string, Method<RpcContext>> = {
       namespace: nonEmpty.optional().describe('vdx: RADOS namespace'),
       snapshot: nonEmpty.optional().describe('vdx: image snapshot (read-only)'),
       cache: oneOf('none', 'writearound', 'writeback').optional().describe('vdx: librbd cache mode'),
+      cluster: nonEmpty.optional().describe('vdx: Ceph cluster name, as in /etc/ceph/CLUSTER.conf (default ceph)'),
     },
     async (p, ctx) => {
       const spec: BdevSpec = { type: 'rbd', name: p.name ?? freeName(ctx, 'Ceph'), pool: p.pool_name, image: p.rbd_name, 'block-size': String(p.block_size) };
@@ -135,6 +136,7 @@ export const rbdMethods: Record<string, Method<RpcContext>> = {
         if (p.config_file !== undefined) spec.conf = p.config_file;
       }
       if (p.cache !== undefined) spec.cache = p.cache;
+      if (p.cluster !== undefined) spec.cluster = p.cluster;
       if (p.namespace !== undefined) spec.namespace = p.namespace;
       if (p.snapshot !== undefined) spec.snapshot = p.snapshot;
       if (p.read_only !== undefined) spec.readonly = p.read_only ? 'on' : 'off';
