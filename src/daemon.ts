@@ -125,9 +125,9 @@ export class Daemon implements RpcContext {
   /**
    * Change a bdev's capacity (to `size`, or re-read a file's size after it was
    * resized outside vdx) and tell the drivers: VDUSE devices get a
-   * config-change interrupt; vhost-user front-ends see it on their next
-   * GET_CONFIG (notifying them needs the back-end request channel, which vdx
-   * does not offer).
+   * config-change interrupt; vhost-user front-ends that gave vdx a back-end
+   * request channel (QEMU does) get CONFIG_CHANGE_MSG, others see it on their
+   * next GET_CONFIG.
    */
   async resizeBdev(name: string, size: string | undefined): Promise<number> {
     const e = this.bdevs.get(name);

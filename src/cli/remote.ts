@@ -197,7 +197,7 @@ export function addRemoteCommands(program: Command): void {
 
   program
     .command('resize')
-    .description('change a running bdev\'s capacity (file, null) and tell the drivers (VDUSE: config interrupt; vhost-user: next GET_CONFIG)')
+    .description('change a running bdev\'s capacity (file, null) and tell the drivers (VDUSE: config interrupt; vhost-user: CONFIG_CHANGE_MSG when the front-end offers a back-end channel, else its next GET_CONFIG)')
     .argument('<bdev>', 'bdev name')
     .argument('[size]', 'new size, e.g. 2G; omit after resizing the file or device yourself')
     .option('--rpc-socket <path>', sockOpt)

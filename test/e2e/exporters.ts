@@ -58,6 +58,8 @@ export interface VdxOptions {
   /** more `vdx serve` arguments, e.g. ['--cpumask', '0x3'] */
   extraArgs?: string[];
   logName?: string;
+  /** the daemon's JSON-RPC socket, for tests that manage it while a guest runs (default: none) */
+  rpcSocket?: string;
 }
 
 /** vdx itself, from dist/ (npm test builds it first). */
@@ -73,7 +75,7 @@ export class VdxVhostUser implements VhostUserExporter {
   async start(s: VhostUserExportSpec): Promise<void> {
     const bdev = `${(this.o.bdev ?? ((img: string) => `file:path=${img}`))(s.image)},name=d0`;
     const exp = `vhost-user:bdev=d0,socket=${s.socket},num-queues=${s.queues}${this.o.exportKeys ? `,${this.o.exportKeys}` : ''}`;
-    const args = [join(REPO, 'dist/cli/main.js'), 'serve', '--bdev', bdev, '--export', exp, '--log-format', 'json', '--rpc-socket', 'none'];
+    const args = [join(REPO, 'dist/cli/main.js'), 'serve', '--bdev', bdev, '--export', exp, '--log-format', 'json', '--rpc-socket', this.o.rpcSocket ?? 'none'];
     if (this.o.reactors) args.push('--reactors', String(this.o.reactors));
     args.push(...(this.o.extraArgs ?? []));
     this.child = spawnTracked(process.execPath, args);

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { vhostUserCheck } from './checks.js';
 import { VdxVhostUser } from './exporters.js';
-import { expectGuestOk, killTracked, recordTiming, runGuest, runInUserland } from './vm.js';
+import { REPO, expectGuestOk, killTracked, recordTiming, run, runGuest, runInUserland } from './vm.js';
 
 afterEach(() => killTracked());
 
@@ -27,8 +27,25 @@ function image(sizeBytes: number, name = 'disk.img'): string {
   return p;
 }
 
+async function waitFile(path: string, guestExited: AbortSignal, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!existsSync(path)) {
+    if (guestExited.aborted) throw new Error(`guest exited before it wrote ${path}`);
+    if (Date.now() > deadline) throw new Error(`guest never wrote ${path}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** Boot a guest against a vdx export and run a guest check. */
-async function guestOn(vdx: VdxVhostUser, queues: number, checkName: string, env: Record<string, string> = {}, img = image(64 * MiB), deviceProps = '') {
+async function guestOn(
+  vdx: VdxVhostUser,
+  queues: number,
+  checkName: string,
+  env: Record<string, string> = {},
+  img = image(64 * MiB),
+  deviceProps = '',
+  whileRunning?: (runDir: string, guestExited: AbortSignal) => Promise<void>,
+) {
   const socket = join(dir, 'vu.sock');
   await vdx.start({ socket, image: img, queues });
   try {
@@ -38,6 +55,7 @@ async function guestOn(vdx: VdxVhostUser, queues: number, checkName: string, env
       env: { QUEUES: String(queues), ...env },
       sharedMemory: true,
       qemuArgs: ['-chardev', `socket,id=vu0,path=${socket}`, '-device', `vhost-user-blk-pci,chardev=vu0,num-queues=${queues}${deviceProps}`],
+      whileRunning,
     });
     recordTiming(`vdx-${checkName}-${vdx.name}`, r.durationMs);
     return expectGuestOk(r);
@@ -59,11 +77,29 @@ describe('vdx over vhost-user, QEMU 7.2 guest', () => {
     expect(r.output).toContain('FIO-VERIFY-OK');
   });
 
-  test('file bdev (io_uring): fs round trip, serial, fio --verify=crc32c, two queues', async () => {
-    const vdx = new VdxVhostUser({ exportKeys: 'serial=file0', logName: 'vdx-file' });
-    const r = await guestOn(vdx, 2, 'vdx-blk', { SERIAL: 'file0', FIO: '1' });
+  test('file bdev (io_uring): fs round trip, serial, fio --verify=crc32c, two queues; `vdx resize` reaches the running guest', async () => {
+    const rpc = join(dir, 'rpc.sock');
+    const img = image(64 * MiB);
+    const vdx = new VdxVhostUser({ exportKeys: 'serial=file0', logName: 'vdx-file', rpcSocket: rpc });
+    let resize = { code: null as number | null, stdout: '', stderr: '' };
+    const r = await guestOn(vdx, 2, 'vdx-blk', { SERIAL: 'file0', FIO: '1', RESIZE_MIB: '96' }, img, '', async (runDir, guestExited) => {
+      await waitFile(join(runDir, 'ready-for-resize'), guestExited, 400_000);
+      resize = await run(process.execPath, [join(REPO, 'dist/cli/main.js'), 'resize', 'd0', '96M', '--rpc-socket', rpc], { timeoutMs: 60_000 });
+      writeFileSync(join(runDir, 'resized'), '');
+    });
     expect(r.output).toContain('has 2 queues');
     expect(r.output).toContain('FIO-VERIFY-OK');
+    expect(resize.stdout).toBe(`d0: ${96 * MiB} bytes\n`);
+    expect(resize.code).toBe(0);
+    expect(statSync(img).size).toBe(96 * MiB);
+    // The guest saw the new size (within 20 s) and used the space past the old end.
+    expect(r.output).toContain('RESIZE-SEEN-OK');
+    const seen = /new size seen ([\d.]+) s after/.exec(r.output);
+    if (seen) recordTiming('vdx-vhost-user-resize-seen-ms', Math.round(Number(seen[1]) * 1000));
+    const log = readFileSync(vdx.logPath, 'utf8');
+    expect(log).toContain('back-end request channel open');
+    expect(log).toContain('config change sent to the front-end');
+    expect(log).not.toMatch(/dropping the channel/);
   });
 
   test('packed virtqueues (packed=on): fs round trip, fio verify, two queues', async () => {

@@ -55,12 +55,14 @@ export class VhostUserExport {
   }
 
   /**
-   * The bdev's capacity changed: the config space a front-end reads next
-   * (GET_CONFIG) and the queues started from now on use the new size.
+   * The bdev's capacity changed: the config space, the queues started from now
+   * on, and the connected front-end, told through its back-end request channel
+   * (it re-reads the config and interrupts the guest) when it gave one.
    */
   resized(bdev: BdevDesc): void {
     this.ctx.blk = blkParams(bdev.info, this.opts);
     this.ctx.config = blkConfig(this.ctx.blk, this.opts);
+    this.session?.configChanged();
   }
 
   /** A front-end (QEMU, libblkio) is connected now. */

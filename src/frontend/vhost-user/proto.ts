@@ -37,7 +37,8 @@ export const Req = {
   SET_VRING_ENABLE: 18,
   SEND_RARP: 19,
   NET_SET_MTU: 20,
-  SET_SLAVE_REQ_FD: 21,
+  /** SET_SLAVE_REQ_FD in QEMU 7.2's names */
+  SET_BACKEND_REQ_FD: 21,
   IOTLB_MSG: 22,
   SET_VRING_ENDIAN: 23,
   GET_CONFIG: 24,
@@ -59,6 +60,8 @@ export const REQ_NAMES: Record<number, string> = Object.fromEntries(Object.entri
 export const VHOST_USER_PROTOCOL_F_MQ = 0;
 export const VHOST_USER_PROTOCOL_F_LOG_SHMFD = 1;
 export const VHOST_USER_PROTOCOL_F_REPLY_ACK = 3;
+/** SLAVE_REQ in QEMU 7.2: the back-end may send requests on a socket the front-end hands over */
+export const VHOST_USER_PROTOCOL_F_BACKEND_REQ = 5;
 export const VHOST_USER_PROTOCOL_F_CONFIG = 9;
 export const VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD = 12;
 export const VHOST_USER_PROTOCOL_F_RESET_DEVICE = 13;
@@ -89,6 +92,7 @@ rule(Req.GET_PROTOCOL_FEATURES, 0, 0);
 rule(Req.SET_PROTOCOL_FEATURES, 8, 0);
 rule(Req.GET_QUEUE_NUM, 0, 0);
 rule(Req.SET_VRING_ENABLE, 8, 0);
+rule(Req.SET_BACKEND_REQ_FD, 0, 1);
 rule(Req.GET_CONFIG, -1, 0);
 rule(Req.SET_CONFIG, -1, 0);
 rule(Req.RESET_DEVICE, 0, 0);
@@ -197,4 +201,50 @@ export function encodeHdr(v: DataView, req: number, size: number): void {
   v.setUint32(0, req, true);
   v.setUint32(4, VHOST_USER_VERSION | VHOST_USER_REPLY_MASK, true); // QEMU accepts exactly 0x5
   v.setUint32(8, size, true);
+}
+
+// ------------------------------------------------------- back-end requests
+// Back-end -> front-end messages on the socket SET_BACKEND_REQ_FD handed over
+// (§"Back-end message types"); their ids are a numbering of their own.
+
+export const BackendReq = {
+  IOTLB_MSG: 1,
+  /** no payload; QEMU 7.2 vhost-user-blk answers with GET_CONFIG + a config interrupt */
+  CONFIG_CHANGE_MSG: 2,
+  VRING_HOST_NOTIFIER_MSG: 3,
+} as const;
+
+export const BACKEND_REQ_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(BackendReq).map(([k, v]) => [v, `VHOST_USER_BACKEND_${k}`]),
+);
+
+/**
+ * Header of a back-end request into `v` at `at`; returns the bytes written
+ * (header + `size`) or -EMSGSIZE. Flags carry only the version: this is a
+ * request, not a reply, and vdx never asks for NEED_REPLY (see
+ * BackendChannel) so nothing ever has to be read back from this socket.
+ */
+export function encodeBackendReq(v: DataView, at: number, req: number, size: number): number {
+  if (size < 0 || size > VHOST_USER_MAX_PAYLOAD || v.byteLength - at < VHOST_USER_HDR_SIZE + size) return -E.EMSGSIZE;
+  v.setUint32(at, req, true);
+  v.setUint32(at + 4, VHOST_USER_VERSION, true);
+  v.setUint32(at + 8, size, true);
+  return VHOST_USER_HDR_SIZE + size;
+}
+
+/** The whole CONFIG_CHANGE_MSG (it has no payload) into `v` at `at`; bytes written or -EMSGSIZE. */
+export function encodeConfigChange(v: DataView, at: number): number {
+  return encodeBackendReq(v, at, BackendReq.CONFIG_CHANGE_MSG, 0);
+}
+
+/**
+ * Decode a back-end request header (a test front-end's side, or a trace):
+ * the version must be 1 and REPLY clear; the size bounded like any message.
+ * Returns 0, -EAGAIN (short), -EPROTO or -EMSGSIZE.
+ */
+export function decodeBackendReq(v: DataView, at: number, h: Hdr): number {
+  const rc = decodeHdr(v, at, h);
+  if (rc < 0) return rc;
+  if ((h.flags & VHOST_USER_REPLY_MASK) !== 0) return -E.EPROTO;
+  return 0;
 }

@@ -26,6 +26,7 @@ import {
   VHOST_USER_HDR_SIZE,
   VHOST_USER_MAX_PAYLOAD,
   VHOST_USER_NEED_REPLY_MASK,
+  VHOST_USER_PROTOCOL_F_BACKEND_REQ,
   VHOST_USER_PROTOCOL_F_CONFIG,
   VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS,
   VHOST_USER_PROTOCOL_F_MQ,
@@ -43,10 +44,12 @@ import {
   encodeHdr,
   readU64Big,
 } from './proto.js';
+import { BackendChannel } from './backend-channel.js';
 
 export const PROTOCOL_FEATURES =
   bit(VHOST_USER_PROTOCOL_F_MQ) |
   bit(VHOST_USER_PROTOCOL_F_REPLY_ACK) |
+  bit(VHOST_USER_PROTOCOL_F_BACKEND_REQ) |
   bit(VHOST_USER_PROTOCOL_F_CONFIG) |
   bit(VHOST_USER_PROTOCOL_F_RESET_DEVICE) |
   bit(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS) |
@@ -115,6 +118,14 @@ export class VhostUserSession {
   private regions: MemRegion[] = [];
   private memGeneration = 0;
   private readonly vrings: Vring[];
+  private readonly backend: BackendChannel;
+  /**
+   * The front-end may hold a config older than ours: tell it (CONFIG_CHANGE_MSG)
+   * when a ring next starts. Set at connect (a reconnecting QEMU 7.2 does not
+   * re-read the config) and by a change while no ring runs (QEMU ignores the
+   * message until its device is started); cleared by a GET_CONFIG answer.
+   */
+  private configStale = true;
   /** resolves when the session has released everything */
   readonly done: Promise<void>;
   private resolveDone!: () => void;
@@ -127,6 +138,7 @@ export class VhostUserSession {
   ) {
     this.log = ctx.log.child({ session: serial });
     this.vrings = Array.from({ length: ctx.numQueues }, () => this.freshVring());
+    this.backend = new BackendChannel(ctx.native, this.log);
     this.done = new Promise((res) => (this.resolveDone = res));
     this.watcher = new ctx.native.FdWatcher(fd);
     this.watcher.start(true, false, (status) => {
@@ -238,6 +250,16 @@ export class VhostUserSession {
       }
       case Req.SET_OWNER:
         return false;
+      case Req.SET_BACKEND_REQ_FD: {
+        const fd = m.fds[0]!; // checkRules: exactly one
+        if ((this.protocolFeatures & bit(VHOST_USER_PROTOCOL_F_BACKEND_REQ)) === 0n) {
+          this.closeFds(m.fds);
+          throw new Error('VHOST_USER_PROTOCOL_F_BACKEND_REQ was not negotiated');
+        }
+        this.backend.set(fd);
+        this.log.info('back-end request channel open');
+        return false;
+      }
       case Req.RESET_OWNER:
       case Req.RESET_DEVICE:
         await this.resetDevice();
@@ -348,6 +370,7 @@ export class VhostUserSession {
         const cfg = this.ctx.config;
         for (let i = 0; i < size; i++) out[12 + i] = offset + i < cfg.length ? cfg[offset + i]! : 0;
         this.reply(req, out);
+        this.configStale = false;
         return true;
       }
       case Req.SET_CONFIG:
@@ -558,6 +581,10 @@ export class VhostUserSession {
     }
     q.running = { reactor, id };
     this.log.info({ queue: index, size: q.num, packed, reactor: reactor.index, base: q.base }, 'queue started');
+    if (this.configStale && this.backend.open) {
+      this.configStale = false;
+      if (this.backend.configChanged()) this.log.info('config change sent to the front-end (its config may predate this session)');
+    }
   }
 
   private async stopRing(index: number): Promise<void> {
@@ -586,6 +613,22 @@ export class VhostUserSession {
     }
     this.vrings.forEach((_, i) => (this.vrings[i] = this.freshVring()));
     this.status = 0;
+  }
+
+  // ------------------------------------------------------------- config changes
+
+  /**
+   * The export's config space changed (ctx.config, a resize): tell the
+   * front-end now if it gave us a back-end channel. Never blocks or throws.
+   */
+  configChanged(): void {
+    if (this.closed) return;
+    if (!this.vrings.some((q) => q.running)) this.configStale = true;
+    if (!this.backend.open) {
+      this.log.info('config changed; no back-end request channel, the front-end sees it on its next GET_CONFIG');
+      return;
+    }
+    if (this.backend.configChanged()) this.log.info('config change sent to the front-end');
   }
 
   // ------------------------------------------------------------- replies
@@ -643,6 +686,7 @@ export class VhostUserSession {
     for (const q of this.vrings) for (const fd of [q.kickFd, q.callFd, q.errFd]) if (fd >= 0) this.ctx.native.close(fd);
     for (const r of this.regions) this.unmapRegion(r);
     this.regions = [];
+    this.backend.close();
     this.ctx.native.close(this.fd);
   }
 
