@@ -331,9 +331,13 @@ static std::string GetStr(Napi::Object o, const char* k) {
 }
 
 static void UnrefCluster(Cluster* cl) {
-  std::lock_guard<std::mutex> g(g_mu);
-  if (--cl->refs > 0) return;
-  g_clusters.erase(cl->key);
+  {
+    std::lock_guard<std::mutex> g(g_mu);
+    if (--cl->refs > 0) return;
+    g_clusters.erase(cl->key);
+  }
+  // rados_shutdown joins librados' threads and may wait on the network: not
+  // under g_mu, which reactors take to open channels.
   if (cl->rados) g_api.rados_shutdown(cl->rados);
   delete cl;
 }
@@ -828,7 +832,9 @@ static Napi::Value RbdSubmit(const Napi::CallbackInfo& info) {
 // librbd's return value (bytes read for READ, 0 or -errno). Hot path: no throw.
 static Napi::Value RbdReap(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[1].IsTypedArray()) return Napi::Number::New(env, -EINVAL);
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsTypedArray() ||
+      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    return Napi::Number::New(env, -EINVAL);
   uint32_t id = info[0].As<Napi::Number>().Uint32Value();
   Napi::Int32Array out = info[1].As<Napi::Int32Array>();
   Chan* c = LookupChan(id);
@@ -837,7 +843,10 @@ static Napi::Value RbdReap(const Napi::CallbackInfo& info) {
   size_t max = out.ElementLength() / 2;
   int32_t* dst = out.Data();
   size_t n = 0;
-  std::lock_guard<std::mutex> g(im->mu);
+  // Another reactor draining the image hands us ours and signals our eventfd
+  // (level-triggered), so a busy lock is not worth waiting for.
+  std::unique_lock<std::mutex> g(im->mu, std::try_to_lock);
+  if (!g.owns_lock()) return Napi::Number::New(env, 0);
   DrainImageLocked(im);
   if (c->signalled) {
     uint64_t v;

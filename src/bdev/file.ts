@@ -16,12 +16,12 @@ import {
   Uring,
 } from '../uring/uring.js';
 import { IoFifo } from './deferred.js';
+import { IOVEC_BYTES, putIovecs } from './iovec.js';
 import { checkKeys, parseBlockSize, parseBool, parseSize } from './spec.js';
 import { type BdevDesc, type BdevIo, type BdevModule, type Channel, IoOp, MAX_IOV } from './types.js';
 
 const SLOTS = 512;
 const RING_ENTRIES = 256;
-const IOVEC_BYTES = 16;
 
 class FileChannel implements Channel {
   readonly notifyFd: number;
@@ -70,15 +70,7 @@ class FileChannel implements Channel {
       case IoOp.READ:
       case IoOp.WRITE: {
         const base = slot * MAX_IOV * IOVEC_BYTES;
-        const dv = this.arenaDv;
-        for (let i = 0; i < io.niov; i++) {
-          const at = base + i * IOVEC_BYTES;
-          const addr = io.iov[2 * i]!;
-          dv.setUint32(at, addr % 0x1_0000_0000, true);
-          dv.setUint32(at + 4, Math.floor(addr / 0x1_0000_0000), true);
-          dv.setUint32(at + 8, io.iov[2 * i + 1]!, true);
-          dv.setUint32(at + 12, 0, true);
-        }
+        putIovecs(this.arenaDv, base, io.iov, io.niov);
         const op = io.op === IoOp.READ ? IORING_OP_READV : IORING_OP_WRITEV;
         r.prep(op, 0, io.offsetBytes, this.arena.addr + base, io.niov, 0, slot, IOSQE_FIXED_FILE);
         break;

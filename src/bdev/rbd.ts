@@ -18,11 +18,11 @@
 import { loadNative, type FdWatcher } from '../native/index.js';
 import { loadRbd, RBD_OP, RBD_WRITE_ZEROES_FLAG_THICK_PROVISION, type RbdError, type RbdShim } from '../native/rbd.js';
 import { IoFifo } from './deferred.js';
+import { IOVEC_BYTES, putIovecs } from './iovec.js';
 import { checkKeys, parseBlockSize, parseBool, parseSize } from './spec.js';
 import { type BdevDesc, type BdevIo, type BdevModule, type Channel, IoOp, MAX_IOV } from './types.js';
 
 const SLOTS = 256;
-const IOVEC_BYTES = 16;
 const EIO = 5;
 const EROFS = 30;
 const EOPNOTSUPP = 95;
@@ -32,6 +32,8 @@ export const RBD_DEFAULT_TIMEOUT_S = 30;
 const LIBRADOS_THREADS = 2;
 
 class RbdChannel implements Channel {
+  /** librbd's threads copy read data into guest memory */
+  readonly foreignWrites = true;
   readonly notifyFd: number;
   private readonly rbd: RbdShim;
   private readonly channel: number;
@@ -79,15 +81,7 @@ class RbdChannel implements Channel {
       case IoOp.READ:
       case IoOp.WRITE: {
         const at0 = slot * MAX_IOV * IOVEC_BYTES;
-        const dv = this.arenaDv;
-        for (let i = 0; i < io.niov; i++) {
-          const at = at0 + i * IOVEC_BYTES;
-          const addr = io.iov[2 * i]!;
-          dv.setUint32(at, addr % 0x1_0000_0000, true);
-          dv.setUint32(at + 4, Math.floor(addr / 0x1_0000_0000), true);
-          dv.setUint32(at + 8, io.iov[2 * i + 1]!, true);
-          dv.setUint32(at + 12, 0, true);
-        }
+        putIovecs(this.arenaDv, at0, io.iov, io.niov);
         const op = io.op === IoOp.READ ? RBD_OP.READ : RBD_OP.WRITE;
         rc = this.rbd.rbdSubmit(this.channel, op, slot, io.offsetBytes, io.lenBytes, this.arenaAddr + at0, io.niov, 0);
         break;
@@ -138,7 +132,8 @@ class RbdChannel implements Channel {
 
   poll(): number {
     let n = 0;
-    const got = this.rbd.rbdReap(this.channel, this.reaped);
+    // Nothing of ours at librbd: nothing to reap (another channel's reap hands us ours).
+    const got = this.atLibrbd > 0 ? this.rbd.rbdReap(this.channel, this.reaped) : 0;
     const r = this.reaped;
     for (let i = 0; i < got; i++) this.complete(r[2 * i]!, r[2 * i + 1]!);
     if (got > 0) n += got;
@@ -219,7 +214,35 @@ const watches = new Map<number, WatchState>();
 
 function rbdFail(desc: { info: { name: string } } | string, e: unknown): Error {
   const name = typeof desc === 'string' ? desc : desc.info.name;
-  return new Error(`rbd bdev ${name}: ${(e as Error).message}`, { cause: e as RbdError });
+  const errno = (e as RbdError).errno;
+  // The errno travels on: the registry reports a cluster's refusal as -errno, not as a bad parameter.
+  return Object.assign(new Error(`rbd bdev ${name}: ${(e as Error).message}`, { cause: e as RbdError }), typeof errno === 'number' ? { errno } : {});
+}
+
+/**
+ * Images open in this process, by identity (cluster, monitors, pool,
+ * namespace, image, snapshot), reserved before the open starts so two creates
+ * racing for one image cannot both open it: two handles would take the
+ * exclusive lock from each other on every write.
+ */
+const openImages = new Map<string, string>();
+
+function imageIdentity(spec: Record<string, string>): string {
+  return JSON.stringify([spec.cluster, spec.conf, spec['mon-host'], spec.pool, spec.namespace, spec.image, spec.snapshot]);
+}
+
+/**
+ * Control calls on one image handle (size, resize, close) run one at a time:
+ * librbd's handle must not be closed under a resize still running on
+ * another libuv thread.
+ */
+const handleOps = new Map<number, Promise<unknown>>();
+
+function onHandle<T>(handle: number, op: () => Promise<T>): Promise<T> {
+  const prev = handleOps.get(handle) ?? Promise.resolve();
+  const next = prev.catch(() => undefined).then(op);
+  handleOps.set(handle, next);
+  return next;
 }
 
 export const rbdBdev: BdevModule = {
@@ -281,19 +304,27 @@ export const rbdBdev: BdevModule = {
     const rbd = loadRbd();
     const clusterKey = JSON.stringify(CLUSTER_KEYS.map((k) => spec[k] ?? ''));
     const ref = { pool: spec.pool!, namespace: spec.namespace!, image: spec.image!, snapshot: spec.snapshot! };
+    const identity = imageIdentity(spec);
+    const holder = openImages.get(identity);
+    if (holder !== undefined) {
+      throw Object.assign(new Error(`rbd bdev ${spec.name}: image ${ref.pool}/${ref.image} is already open as bdev ${holder}; export that bdev again instead`), { errno: 16 });
+    }
+    openImages.set(identity, spec.name!);
     let opened;
     try {
       opened = await rbd.rbdOpen(
         { clusterKey, cluster: spec.cluster!, user: spec.user!, conf: spec.conf!, options: rbdCephOptions(spec) },
-        { ...ref, imageKey: JSON.stringify([clusterKey, ref.pool, ref.namespace, ref.image, ref.snapshot]) },
+        { ...ref, imageKey: identity },
       );
     } catch (e) {
+      openImages.delete(identity);
       throw rbdFail(spec.name!, e);
     }
     const blockSize = Number(spec['block-size']);
     const readonly = spec.readonly === 'on';
     if (opened.size < blockSize) {
       await rbd.rbdClose(opened.image, 0).catch(() => undefined);
+      openImages.delete(identity);
       throw new Error(`rbd bdev ${spec.name}: image ${ref.pool}/${ref.image} (${opened.size} bytes) is smaller than one ${blockSize}-byte block`);
     }
     return {
@@ -309,6 +340,7 @@ export const rbdBdev: BdevModule = {
       },
       params: {
         handle: opened.image,
+        identity,
         pool: ref.pool,
         image: ref.image,
         namespace: ref.namespace,
@@ -337,9 +369,14 @@ export const rbdBdev: BdevModule = {
     try {
       if (size !== undefined) {
         if (desc.info.readonly) throw new Error(`image ${desc.params.pool}/${desc.params.image} is open read-only`);
-        bytes = await rbd.rbdResize(handle, parseSize('size', size, desc.info.blockSize), true);
+        const want = parseSize('size', size, desc.info.blockSize);
+        // As SPDK's bdev_rbd_resize: a typo must not cut data away under a running guest.
+        if (want < desc.info.sizeBytes) {
+          throw new Error(`size=${size} is smaller than the image (${desc.info.sizeBytes} bytes); vdx only grows images (shrink it yourself with rbd resize --allow-shrink, then resize without a size)`);
+        }
+        bytes = await onHandle(handle, () => rbd.rbdResize(handle, want, false));
       } else {
-        bytes = await rbd.rbdSize(handle);
+        bytes = await onHandle(handle, () => rbd.rbdSize(handle));
       }
     } catch (e) {
       throw rbdFail(desc, e);
@@ -411,9 +448,11 @@ export const rbdBdev: BdevModule = {
     }
     // Channels closed with I/O in flight had it dropped; give librbd up to one OSD timeout to finish it.
     try {
-      await loadRbd().rbdClose(handle, (desc.params.osdOpTimeout as number) * 1000 + 5000);
+      await onHandle(handle, () => loadRbd().rbdClose(handle, (desc.params.osdOpTimeout as number) * 1000 + 5000));
     } catch (e) {
       throw rbdFail(desc, e);
     }
+    handleOps.delete(handle);
+    openImages.delete(desc.params.identity as string);
   },
 };

@@ -52,6 +52,13 @@ export interface Channel {
    * on notifyFd only while this is above 0.
    */
   kernelInflight(): number;
+  /**
+   * I/O in flight writes guest memory from a thread of someone else's (librbd):
+   * a stopping queue must wait for it even when broken, before its memory is
+   * unmapped. Channels whose I/O the kernel holds (io_uring pins the pages) or
+   * that copy on the reactor's own thread leave it unset.
+   */
+  readonly foreignWrites?: boolean;
   /** An eventfd that becomes readable when poll() has work, for the reactor's epoll; -1 if none. */
   readonly notifyFd: number;
   /** Drain notifyFd after a wake-up. */

@@ -124,8 +124,21 @@ export class BdevRegistry {
     if (e.claims.size) {
       throw new ControlError(EBUSY, `bdev '${name}' is claimed by ${[...e.claims].join(', ')}; delete ${e.claims.size > 1 ? 'those' : 'that'} first`);
     }
+    // The entry goes only once its module let go: a close that fails (a store
+    // still holding I/O) keeps the bdev, so a retry can finish the delete.
+    // Creates of the name meanwhile wait for the outcome.
+    const dying = destroyEntry(e);
+    this.creating.set(name, dying);
+    try {
+      await dying;
+    } catch (err) {
+      const module = bdevModule(e.spec.type);
+      e.unwatch = module.watch?.(e.desc, () => this.changed(name));
+      throw new ControlError(EBUSY, `bdev '${name}' was not deleted: ${(err as Error).message}`);
+    } finally {
+      this.creating.delete(name);
+    }
     this.entries.delete(name);
-    await destroyEntry(e);
     this.log.info({ component: 'bdev', name }, 'bdev deleted');
   }
 
