@@ -52,8 +52,6 @@ export interface RequestSource {
 }
 
 const TOKEN_WAKE = 0;
-/** The idle spin window never shrinks below this (µs), so it can still catch work and widen again. */
-const SPIN_FLOOR_US = 4;
 
 export class Reactor {
   private readonly queues = new Map<string, QueueState>();
@@ -69,8 +67,6 @@ export class Reactor {
   private nextToken = 1;
   private running = true;
   private idleSince = 0;
-  /** the idle spin window now, µs: adapts between SPIN_FLOOR_US and init.idleSpinUs */
-  private spinUs: number;
   private stats = { iterations: 0, sleeps: 0 };
   /** requests completed by queues that have since been removed */
   private retired = { completed: 0, failed: 0 };
@@ -94,7 +90,6 @@ export class Reactor {
     private readonly source: RequestSource,
   ) {
     this.epfd = native.epollCreate();
-    this.spinUs = init.idleSpinUs;
     this.pending = new Int32Array(init.pending);
     this.rc = new Float64Array(init.counters ?? new ArrayBuffer(R_SLOTS * 8), 0, R_SLOTS);
     this.monoOffsetMs = monotonicMs() - performance.now();
@@ -111,8 +106,6 @@ export class Reactor {
     while (this.running) {
       const work = this.iterate();
       if (work > 0) {
-        // Work came while the spin window was open: spinning paid, widen it.
-        if (this.idleSince !== 0) this.spinUs = Math.min(this.init.idleSpinUs, Math.max(2 * this.spinUs, SPIN_FLOOR_US));
         this.idleSince = 0;
         idlePasses = 0;
         continue;
@@ -130,12 +123,7 @@ export class Reactor {
       }
       const now = performance.now();
       if (this.idleSince === 0) this.idleSince = now;
-      if ((now - this.idleSince) * 1000 < this.spinUs) continue;
-      // The window closed empty: narrow it. On a CPU shared with the driver
-      // or the server, spinning delays the very work it waits for (nbd QD1
-      // with the CPUs contended: ~1.3k IOPS at a fixed 200 µs, 5-10k at 0);
-      // windows that keep missing shrink to SPIN_FLOOR_US, hits widen them.
-      this.spinUs = Math.max(Math.min(SPIN_FLOOR_US, this.init.idleSpinUs), this.spinUs / 2);
+      if ((now - this.idleSince) * 1000 < this.init.idleSpinUs) continue;
       this.sleep();
       this.idleSince = 0;
       idlePasses = 0;

@@ -22,6 +22,7 @@ import { performance } from 'node:perf_hooks';
 import { loadNet, type NetShim } from '../../native/net.js';
 import type { Mapping } from '../../native/index.js';
 import { IoFifo } from '../deferred.js';
+import { IOVEC_BYTES, putIovec } from '../iovec.js';
 import { type BdevIo, type Channel, type ChannelContext, IoOp } from '../types.js';
 import {
   NBD_CMD_DISC,
@@ -75,7 +76,6 @@ export interface NbdChannelParams {
 const SLOTS = 1024;
 const RECS = 1024;
 const HDR_STRIDE = 32;
-const IOVEC_BYTES = 16;
 const RX_BYTES = 256 * 1024;
 const EAGAIN = -11;
 const EIO = -5;
@@ -83,6 +83,10 @@ const ETIMEDOUT = -110;
 const EROFS = -30;
 const EOPNOTSUPP = -95;
 const TIMER_TOKEN = 0xffff;
+/** Passes (and wake-ups) between looks at the private epoll in steady state. */
+const EPOLL_EVERY = 64;
+/** Spinning passes between reads of the sockets. */
+const SPIN_READ_EVERY = 16;
 const BACKOFF_FIRST_MS = 50;
 /** Retries continue at this interval for as long as the server stays away. */
 export const BACKOFF_CAP_MS = 2000;
@@ -188,6 +192,8 @@ export class NbdChannel implements Channel, ReplySink {
   private downSince: number;
   private failFast = false;
   private woken = true;
+  private wakes = 0;
+  private spins = 0;
   private armedAt = Infinity;
   private completed = 0;
   /** rx address of the connection being fed, for data() */
@@ -261,7 +267,25 @@ export class NbdChannel implements Channel, ReplySink {
     }
     const net = this.n;
     let fired = false;
-    if (this.woken || this.ready < this.conns.length || this.anyOutstanding()) {
+    // Steady state reads the sockets straight, without an epoll_wait per
+    // pass (syscalls are most of this channel's CPU): when the reactor woke
+    // us, and every SPIN_READ_EVERY passes while it spins with replies owed.
+    // Reading every pass bought no IOPS (nbd QD32 on 2 shared cores: same
+    // IOPS, 48 vs 35 µs of vdx CPU per I/O) and takes the CPU the server
+    // needs; the reactor sleeps soon and its epoll wakes us. The private
+    // epoll (the timer, EPOLLOUT, connects) is asked when a woken read found
+    // nothing, and every EPOLL_EVERY passes and wake-ups anyway, so the
+    // timer cannot starve behind replies that keep coming.
+    let look = this.ready < this.conns.length || this.anyWantOut();
+    if (!look && this.woken) {
+      this.woken = false;
+      look = ++this.wakes % EPOLL_EVERY === 0 || !this.readAll();
+    } else if (!look && this.anyOutstanding()) {
+      const k = ++this.spins;
+      if (k % EPOLL_EVERY === 0) look = true;
+      else if (k % SPIN_READ_EVERY === 0) this.readAll();
+    }
+    if (look) {
       this.woken = false;
       const got = net.epollWait(this.notifyFd, this.evs, 0);
       for (let i = 0; i < got; i++) {
@@ -345,6 +369,21 @@ export class NbdChannel implements Channel, ReplySink {
     io.status = status;
     this.doneQ.push(io);
     return 0;
+  }
+
+  /** Read replies on every connection that owes some; true if any had bytes (or closed). */
+  private readAll(): boolean {
+    let any = false;
+    for (let i = 0; i < this.conns.length; i++) {
+      const c = this.conns[i]!;
+      if (c.state === C_READY && c.outstanding > 0 && this.readReplies(c)) any = true;
+    }
+    return any;
+  }
+
+  private anyWantOut(): boolean {
+    for (let i = 0; i < this.conns.length; i++) if (this.conns[i]!.wantOut) return true;
+    return false;
   }
 
   private anyOutstanding(): boolean {
@@ -576,11 +615,7 @@ export class NbdChannel implements Channel, ReplySink {
     if (skip >= len) return cnt;
     addr += skip;
     len -= skip;
-    const at = cnt * IOVEC_BYTES;
-    c.iovDv.setUint32(at, addr % 0x1_0000_0000, true);
-    c.iovDv.setUint32(at + 4, Math.floor(addr / 0x1_0000_0000), true);
-    c.iovDv.setUint32(at + 8, len % 0x1_0000_0000, true);
-    c.iovDv.setUint32(at + 12, Math.floor(len / 0x1_0000_0000), true);
+    putIovec(c.iovDv, cnt * IOVEC_BYTES, addr, len);
     return cnt + 1;
   }
 
@@ -613,23 +648,38 @@ export class NbdChannel implements Channel, ReplySink {
           this.flushTx(c);
           if (c.state !== C_READY) return;
         }
-        return this.readReplies(c);
+        this.readReplies(c);
+        return;
     }
   }
 
-  private readReplies(c: Conn): void {
+  /** Read and handle what the socket holds; false if it held nothing (EAGAIN). */
+  private readReplies(c: Conn): boolean {
     const n = this.n;
     let budget = RX_BUDGET;
     while (budget > 0 && c.state === C_READY) {
       const got = n.recvAt(c.fd, c.rxAddr, RX_BYTES);
-      if (got === EAGAIN) return;
-      if (got < 0) return this.lost(c, got, 'receive failed', -1);
-      if (got === 0) return this.lost(c, 0, 'server closed the connection', -1);
+      if (got === EAGAIN) return budget !== RX_BUDGET;
+      if (got < 0) {
+        this.lost(c, got, 'receive failed', -1);
+        return true;
+      }
+      if (got === 0) {
+        this.lost(c, 0, 'server closed the connection', -1);
+        return true;
+      }
       this.feedAddr = c.rxAddr;
       const rc = c.reader!.feed(c.rx, 0, got);
-      if (rc < 0) return this.lost(c, rc, `protocol violation: ${c.reader!.why}`, c.reader!.failedSlot);
+      if (rc < 0) {
+        this.lost(c, rc, `protocol violation: ${c.reader!.why}`, c.reader!.failedSlot);
+        return true;
+      }
       budget -= got;
+      // A short read emptied the socket; asking again would only say EAGAIN
+      // (more bytes arriving later make the level-triggered epoll readable).
+      if (got < RX_BYTES) return true;
     }
+    return true;
   }
 
   private connect(c: Conn, now: number): void {
