@@ -10,6 +10,10 @@
 // --memory adds resident memory with 2 reactors and 4 exports, all under load.
 // --no-matrix skips the libblkio matrix (only the guest parts run).
 // Narrow the matrix with --backends null,malloc --rws read --qds 1,32 --queues 1;
+// the remote backends (rbd: a one-node Ceph cluster on 127.0.0.1 made by
+// scripts/ceph/cluster.sh; nbd: qemu-nbd on a unix socket) serve both peers from
+// the same image or export, and run at QD1/QD32 on one queue; `rbd bench` on the
+// same image gives the store's own ceiling.
 // pass options to vdx with --vdx-args "--idle-spin-us 50"; compare this tree with
 // another vdx build instead of QSD with --ab DIR (a checkout with dist/ built;
 // --ab . with --base-args "..." compares two settings of this build).
@@ -34,14 +38,16 @@ const OUT = resolve(opt('out', join(REPO, 'results', `bench-${stamp}`)));
 const SIZE = 1 << 30;
 
 const list = (name, dflt) => (opt(name) === undefined ? dflt : opt(name).split(','));
-const BACKENDS = list('backends', quick ? ['null', 'malloc'] : ['null', 'malloc', 'file']);
+const KNOWN_BACKENDS = ['null', 'malloc', 'file', 'rbd', 'nbd'];
+const REMOTE = new Set(['rbd', 'nbd']);
+const BACKENDS = list('backends', quick ? ['null', 'malloc'] : KNOWN_BACKENDS);
 const RWS = list('rws', quick ? ['read'] : ['read', 'write']);
 const QDS = list('qds', quick ? [1, 32] : [1, 32, 128]).map(Number);
 const QUEUES = list('queues', quick ? [1] : [1, 2]).map(Number);
 const VDX_ARGS = (opt('vdx-args') ?? '').split(' ').filter(Boolean);
 const BASE_ARGS = (opt('base-args') ?? opt('vdx-args') ?? '').split(' ').filter(Boolean);
 const AB = opt('ab') === undefined ? undefined : resolve(opt('ab'));
-for (const b of BACKENDS) if (!['null', 'malloc', 'file'].includes(b)) throw new Error(`--backends: unknown backend '${b}'; known: null, malloc, file`);
+for (const b of BACKENDS) if (!KNOWN_BACKENDS.includes(b)) throw new Error(`--backends: unknown backend '${b}'; known: ${KNOWN_BACKENDS.join(', ')}`);
 for (const rw of RWS) if (!['read', 'write'].includes(rw)) throw new Error(`--rws: '${rw}' is neither read nor write`);
 for (const n of [...QDS, ...QUEUES]) if (!Number.isInteger(n) || n < 1) throw new Error(`--qds/--queues take positive whole numbers, not '${n}'`);
 if (AB && !existsSync(join(AB, 'dist/cli/main.js'))) throw new Error(`--ab ${AB}: no dist/cli/main.js there (run npm ci && npm run build in it)`);
@@ -71,10 +77,66 @@ function images() {
   }
 }
 
+// ---------------------------------------------------------------- remote stores
+
+const RBD_IMAGE = 'vdx-bench';
+/** Servers the remote backends need, started once for the whole run: { rbd: {dir, conf}, nbd: {dir, socket, child} }. */
+const remote = {};
+
+async function startRemote(backend) {
+  if (remote[backend]) return remote[backend];
+  const { mkdtempSync } = await import('node:fs');
+  const dir = mkdtempSync(join(tmpdir(), `vdx-bench-${backend}-`));
+  if (backend === 'rbd') {
+    execFileSync('bash', [join(REPO, 'scripts/ceph/cluster.sh'), 'start', dir], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const conf = join(dir, 'ceph.conf');
+    const env = { ...process.env, CEPH_CONF: conf };
+    remote.rbd = { dir, conf, env };
+    execFileSync('rbd', ['create', '--size', `${SIZE >> 20}M`, `rbd/${RBD_IMAGE}`], { env });
+    // Written once end to end, so reads reach the OSD's objects instead of answering holes.
+    execFileSync('rbd', ['bench', '--io-type', 'write', '--io-pattern', 'seq', '--io-size', '4M', '--io-total', String(SIZE), `rbd/${RBD_IMAGE}`], { env, stdio: 'ignore' });
+  } else {
+    const socket = join(dir, 'nbd.sock');
+    // Shared by both peers in turn (-t: survive each disconnect), O_DIRECT on the bench file.
+    const child = spawn('qemu-nbd', ['-f', 'raw', '-k', socket, '-t', '-e', '8', '--cache=none', '--aio=io_uring', '--discard=unmap', FILE_IMG], { stdio: ['ignore', 'ignore', 'pipe'] });
+    remote.nbd = { dir, socket, child };
+    await waitFor(socket, child);
+  }
+  return remote[backend];
+}
+
+async function stopRemote() {
+  if (remote.rbd) {
+    try {
+      execFileSync('bash', [join(REPO, 'scripts/ceph/cluster.sh'), 'stop', remote.rbd.dir], { stdio: 'ignore' });
+    } finally {
+      rmSync(remote.rbd.dir, { recursive: true, force: true });
+    }
+  }
+  if (remote.nbd) {
+    remote.nbd.child.kill('SIGTERM');
+    rmSync(remote.nbd.dir, { recursive: true, force: true });
+  }
+}
+
+/** `rbd bench` 4 KiB random I/O on the bench image: the store's own ceiling, IOPS. */
+function rbdBench(rw, threads) {
+  const out = execFileSync('rbd', ['bench', '--io-type', rw, '--io-pattern', 'rand', '--io-size', '4K', '--io-threads', String(threads), '--io-total', String(Math.max(4000, 2000 * threads) * 4096), `rbd/${RBD_IMAGE}`], { env: remote.rbd.env, encoding: 'utf8' });
+  const m = /elapsed:\s*([\d.]+)\s+ops:\s*(\d+)\s+ops\/sec:\s*([\d.]+)/.exec(out);
+  if (!m) throw new Error(`rbd bench printed no summary:\n${out.slice(-1000)}`);
+  return Number(m[3]);
+}
+
 function peerCommand(peer, backend, socket, queues) {
   if (peer === 'vdx' || peer === 'base') {
     // malloc is populated like QSD's fallocated tmpfs file: both start with every page present.
-    const bdev = { null: 'null:size=1G', malloc: 'malloc:size=1G,populate=on', file: `file:path=${FILE_IMG},direct=on` }[backend];
+    const bdev = {
+      null: 'null:size=1G',
+      malloc: 'malloc:size=1G,populate=on',
+      file: `file:path=${FILE_IMG},direct=on`,
+      rbd: remote.rbd && `rbd:pool=rbd,image=${RBD_IMAGE},conf=${remote.rbd.conf}`,
+      nbd: remote.nbd && `nbd:path=${remote.nbd.socket}`,
+    }[backend];
     const root = peer === 'base' ? AB : REPO;
     return [process.execPath, [join(root, 'dist/cli/main.js'), 'serve', '--bdev', `${bdev},name=d0`, '--export', `vhost-user:bdev=d0,socket=${socket},num-queues=${queues}`, '--rpc-socket', 'none', '--log-level', 'warn', '--log-format', 'json', ...(peer === 'base' ? BASE_ARGS : VDX_ARGS)]];
   }
@@ -82,6 +144,9 @@ function peerCommand(peer, backend, socket, queues) {
     null: `null-co,node-name=d0,size=${SIZE}`,
     malloc: `file,node-name=d0,filename=${SHM_IMG},aio=io_uring`,
     file: `file,node-name=d0,filename=${FILE_IMG},aio=io_uring,cache.direct=on`,
+    // cache.direct=on: librbd's cache off, as vdx's rbd bdev has it by default
+    rbd: remote.rbd && `rbd,node-name=d0,pool=rbd,image=${RBD_IMAGE},conf=${remote.rbd.conf},cache.direct=on`,
+    nbd: remote.nbd && `nbd,node-name=d0,server.type=unix,server.path=${remote.nbd.socket}`,
   }[backend];
   return ['qemu-storage-daemon', ['--object', 'iothread,id=io0', '--blockdev', blockdev, '--export', `vhost-user-blk,id=e0,node-name=d0,addr.type=unix,addr.path=${socket},writable=on,num-queues=${queues},iothread=io0`]];
 }
@@ -323,7 +388,20 @@ async function memoryUnderLoad(bin) {
 const bin = client();
 images();
 const configs = [];
-if (!args.includes('--no-matrix')) for (const backend of BACKENDS) for (const rw of RWS) for (const qd of QDS) for (const queues of QUEUES) configs.push({ backend, rw, qd, queues });
+if (!args.includes('--no-matrix')) {
+  for (const backend of BACKENDS) {
+    // The remote rows are the issue's: QD1 and QD32 on one queue (unless narrowed further).
+    const qds = REMOTE.has(backend) ? QDS.filter((q) => q <= 32) : QDS;
+    const queues = REMOTE.has(backend) ? QUEUES.filter((q) => q === 1) : QUEUES;
+    for (const rw of RWS) for (const qd of qds) for (const q of queues) configs.push({ backend, rw, qd, queues: q });
+  }
+}
+process.on('exit', () => {
+  // Last resort for a failed run; the normal path stops them below.
+  remote.nbd?.child.kill('SIGTERM');
+  if (remote.rbd) spawn('bash', [join(REPO, 'scripts/ceph/cluster.sh'), 'stop', remote.rbd.dir], { stdio: 'ignore', detached: true });
+});
+for (const b of new Set(configs.map((c) => c.backend))) if (REMOTE.has(b)) await startRemote(b);
 const total = configs.length * ROUNDS * 2;
 let done = 0;
 const results = [];
@@ -342,6 +420,13 @@ for (const cfg of configs) {
   results.push({ ...cfg, label: `${cfg.backend} rand${cfg.rw} qd${cfg.qd} q${cfg.queues}`, vdx: med('vdx'), [OTHER]: med(OTHER), runs });
 }
 progress(total, total, 'done');
+const ceiling = {};
+if (remote.rbd) {
+  for (const rw of RWS) for (const qd of QDS.filter((q) => q <= 32)) ceiling[`rand${rw} qd${qd}`] = median(Array.from({ length: ROUNDS }, () => rbdBench(rw, qd)));
+}
+await stopRemote();
+delete remote.rbd;
+delete remote.nbd;
 
 mkdirSync(OUT, { recursive: true });
 const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
@@ -367,6 +452,25 @@ function addSection(md, jsonName, data) {
   lines.push('', ...md, '');
   writeFileSync(join(OUT, 'results.md'), lines.join('\n'));
   writeFileSync(join(OUT, jsonName), `${JSON.stringify(data, null, 2)}\n`);
+}
+if (Object.keys(ceiling).length > 0) {
+  const row = (key) => results.find((r) => r.backend === 'rbd' && `rand${r.rw} qd${r.qd}` === key);
+  addSection(
+    [
+      '## rbd: vdx against the store\'s own ceiling',
+      '',
+      `\`rbd bench\` (librbd, 4 KiB random, --io-threads = QD) on the same image of the one-node cluster (memstore OSD on this machine), medians of ${ROUNDS}; vdx from the table above (libblkio client through vhost-user).`,
+      '',
+      '| I/O | rbd bench IOPS | vdx IOPS | vdx / rbd bench | QSD IOPS | vdx RSS MiB (one rbd bdev) |',
+      '|---|---|---|---|---|---|',
+      ...Object.entries(ceiling).map(([k, v]) => {
+        const r = row(k);
+        return `| ${k} | ${fmt(v)} | ${r ? fmt(r.vdx.iops) : '-'} | ${r ? fmt(r.vdx.iops / v, 2) : '-'} | ${r && r[OTHER] ? fmt(r[OTHER].iops) : '-'} | ${r ? fmt(r.vdx.daemon_rss_mib) : '-'} |`;
+      }),
+    ],
+    'rbd-ceiling.json',
+    ceiling,
+  );
 }
 if (args.includes('--guest')) {
   const g = await guestVduse();
