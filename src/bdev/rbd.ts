@@ -33,7 +33,7 @@ const LIBRADOS_THREADS = 2;
 
 class RbdChannel implements Channel {
   /** librbd's threads copy read data into guest memory */
-  readonly foreignWrites = true;
+  readonly copiesLater = true;
   readonly notifyFd: number;
   private readonly rbd: RbdShim;
   private readonly channel: number;

@@ -53,12 +53,13 @@ export interface Channel {
    */
   kernelInflight(): number;
   /**
-   * I/O in flight writes guest memory from a thread of someone else's (librbd):
-   * a stopping queue must wait for it even when broken, before its memory is
-   * unmapped. Channels whose I/O the kernel holds (io_uring pins the pages) or
-   * that copy on the reactor's own thread leave it unset.
+   * Read data reaches guest memory from user space after submit() returned
+   * (librbd's threads, or this channel's own poll() as replies arrive): a
+   * stopping queue must then wait for its in-flight I/O even when broken,
+   * before its memory is unmapped. Channels that copy inside submit() (malloc)
+   * or whose transfers the kernel makes (io_uring) leave it unset.
    */
-  readonly foreignWrites?: boolean;
+  readonly copiesLater?: boolean;
   /** An eventfd that becomes readable when poll() has work, for the reactor's epoll; -1 if none. */
   readonly notifyFd: number;
   /** Drain notifyFd after a wake-up. */

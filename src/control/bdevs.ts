@@ -41,6 +41,8 @@ export class BdevRegistry {
   /** creates still connecting (remote bdevs), by name: a second create of the name waits for the first */
   private readonly creating = new Map<string, Promise<unknown>>();
   private stopping = false;
+  /** bdevs whose delete is closing them: listed still, but nothing may use, claim or delete them again */
+  private readonly dying = new Set<string>();
 
   /** `changed` hears of a size change a module saw in its store (made outside vdx). */
   constructor(
@@ -94,6 +96,7 @@ export class BdevRegistry {
   get(name: string): BdevEntry {
     const e = this.entries.get(name);
     if (!e) throw new ControlError(ENODEV, `no bdev '${name}'; bdevs: ${[...this.entries.keys()].join(', ') || 'none'}`);
+    if (this.dying.has(name)) throw new ControlError(EBUSY, `bdev '${name}' is being deleted`);
     return e;
   }
 
@@ -129,6 +132,7 @@ export class BdevRegistry {
     // Creates of the name meanwhile wait for the outcome.
     const dying = destroyEntry(e);
     this.creating.set(name, dying);
+    this.dying.add(name);
     try {
       await dying;
     } catch (err) {
@@ -137,6 +141,7 @@ export class BdevRegistry {
       throw new ControlError(EBUSY, `bdev '${name}' was not deleted: ${(err as Error).message}`);
     } finally {
       this.creating.delete(name);
+      this.dying.delete(name);
     }
     this.entries.delete(name);
     this.log.info({ component: 'bdev', name }, 'bdev deleted');

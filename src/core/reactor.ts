@@ -41,8 +41,8 @@ interface QueueState {
   /** set while draining in-flight I/O before a stop reply */
   stopSeq: number;
   broken: boolean;
-  /** its channel's I/O writes guest memory from another thread (Channel.foreignWrites) */
-  foreignWrites: boolean;
+  /** its channel copies read data into guest memory after submit (Channel.copiesLater) */
+  copiesLater: boolean;
 }
 
 /** Receives requests; in the worker, a wrapper over receiveMessageOnPort. */
@@ -168,8 +168,8 @@ export class Reactor {
       const q = qs[i]!;
       if (q.blk.flush()) this.interrupt(q);
       // A broken queue can no longer complete what is in flight; stop it as it is,
-      // unless another thread still writes into its memory (bounded by the store's timeouts).
-      if (q.stopSeq >= 0 && (q.blk.inflight() === 0 || (q.broken && !q.foreignWrites))) this.finishStop(q);
+      // unless data may still be copied into its memory (bounded by the store's timeouts).
+      if (q.stopSeq >= 0 && (q.blk.inflight() === 0 || (q.broken && !q.copiesLater))) this.finishStop(q);
     }
     if (work > 0) this.accountBusy();
     return work;
@@ -381,7 +381,7 @@ export class Reactor {
       token: 0,
       stopSeq: -1,
       broken: false,
-      foreignWrites: c.channel.foreignWrites === true,
+      copiesLater: c.channel.copiesLater === true,
       blk: undefined as unknown as BlkQueue,
     };
     q.blk = new BlkQueue(ring, mem, c.channel, s.blk, { broken: (why) => this.markBroken(q, why) }, { counters: s.counters, clock: this.clock });

@@ -92,13 +92,16 @@ function io(op: IoOpCode, off: number, len: number, bufOff = 0, segs = 1): BdevI
 }
 
 /** Submit and poll (letting the event loop run for fake servers) until every I/O completed; their statuses. */
-async function run(ch: Channel, ...ios: BdevIo[]): Promise<number[]> {
+function run(ch: Channel, ...ios: BdevIo[]): Promise<number[]> {
+  return runWithin(30_000, ch, ...ios);
+}
+async function runWithin(ms: number, ch: Channel, ...ios: BdevIo[]): Promise<number[]> {
   let left = ios.length;
   for (const b of ios) {
     b.done = () => left--;
     expect(ch.submit(b)).toBe(0);
   }
-  const end = Date.now() + 30_000;
+  const end = Date.now() + ms;
   while (left > 0) {
     ch.poll();
     if (Date.now() > end) throw new Error(`${left} I/O never completed`);
@@ -262,13 +265,26 @@ describe.skipIf(!haveServers)('nbd channel against real servers', () => {
 
 // ---------------------------------------------------------------- scripted server
 
-/** A fake fixed-newstyle server; `onRequest` answers each transmission request. */
-function fakeServer(sock: string, onRequest: (s: Socket, hdr: Buffer, conn: number) => void): Promise<Server> {
+interface FakeOpts {
+  /** export size and transmission flags a connection announces */
+  info?: (conn: number) => { size: number; flags: number };
+  /** instead of the NBD_OPT_GO reply: write these bytes (a hostile handshake) */
+  goReply?: (s: Socket, conn: number) => boolean;
+  /** a WRITE header arrived (its payload may not have): true if answered here (the payload is then skipped) */
+  onWriteHeader?: (s: Socket, hdr: Buffer, conn: number) => boolean;
+  allowHalfOpen?: boolean;
+  onSocket?: (s: Socket, conn: number) => void;
+}
+
+/** A fake fixed-newstyle server; `onRequest` answers each transmission request. Connection 0 is create()'s probe. */
+function fakeServer(sock: string, onRequest: (s: Socket, hdr: Buffer, conn: number) => void, o: FakeOpts = {}): Promise<Server> {
   let conns = 0;
-  const srv = createServer((s) => {
+  const srv = createServer({ allowHalfOpen: o.allowHalfOpen ?? false }, (s) => {
     const conn = conns++;
+    o.onSocket?.(s, conn);
     let buf = Buffer.alloc(0);
     let phase = 0;
+    let skip = 0;
     const g = Buffer.alloc(18);
     g.writeBigUInt64BE(NBDMAGIC, 0);
     g.writeBigUInt64BE(IHAVEOPT, 8);
@@ -298,19 +314,33 @@ function fakeServer(sock: string, onRequest: (s: Socket, hdr: Buffer, conn: numb
           buf = buf.subarray(16 + len);
           if (opt === 8) optReply(8, NBD_REP_ACK, Buffer.alloc(0));
           else if (opt === 7) {
+            if (o.goReply?.(s, conn)) return;
+            const { size, flags } = o.info?.(conn) ?? { size: MiB, flags: NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH };
             const info = Buffer.alloc(12);
             info.writeUInt16BE(0, 0);
-            info.writeBigUInt64BE(BigInt(MiB), 2);
-            info.writeUInt16BE(NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH, 10);
+            info.writeBigUInt64BE(BigInt(size), 2);
+            info.writeUInt16BE(flags, 10);
             optReply(7, NBD_REP_INFO, info);
             optReply(7, NBD_REP_ACK, Buffer.alloc(0));
             phase = 2;
           }
         } else {
+          if (skip > 0) {
+            const k = Math.min(skip, buf.length);
+            buf = buf.subarray(k);
+            skip -= k;
+            if (skip > 0) return;
+            continue;
+          }
           if (buf.length < 28) return;
           const hdr = buf.subarray(0, 28);
           const type = hdr.readUInt16BE(6);
           const len = type === 1 ? hdr.readUInt32BE(24) : 0;
+          if (type === 1 && o.onWriteHeader?.(s, Buffer.from(hdr), conn)) {
+            buf = buf.subarray(28);
+            skip = len;
+            continue;
+          }
           if (buf.length < 28 + len) return;
           buf = buf.subarray(28 + len);
           if (type !== 2) onRequest(s, Buffer.from(hdr), conn); // NBD_CMD_DISC: the probe's goodbye
@@ -396,5 +426,173 @@ describe.skipIf(!built)('nbd channel against a hostile server', () => {
     } finally {
       srv.close();
     }
+  });
+});
+
+// ---------------------------------------------------------------- review mends
+
+const simpleOk = (hdr: Buffer) => {
+  const r = Buffer.alloc(16);
+  r.writeUInt32BE(NBD_SIMPLE_REPLY_MAGIC, 0);
+  hdr.copy(r, 8, 8, 16);
+  return r;
+};
+/** Answer reads with `v` bytes, everything else with a simple OK. */
+const answer = (s: Socket, hdr: Buffer, v = 0x11) =>
+  s.write(hdr.readUInt16BE(6) === 0 ? dataFor(hdr, 0, Buffer.alloc(hdr.readUInt32BE(24), v)) : simpleOk(hdr));
+/** NBD_REP_INFO replies (NBD_INFO_NAME, ignored by clients) adding up to `total` bytes. */
+function infoFlood(total: number): Buffer {
+  const name = Buffer.alloc(4000, 0x61);
+  const one = Buffer.alloc(20 + 2 + name.length);
+  one.writeBigUInt64BE(NBD_OPT_REPLY_MAGIC, 0);
+  one.writeUInt32BE(7, 8);
+  one.writeUInt32BE(NBD_REP_INFO, 12);
+  one.writeUInt32BE(2 + name.length, 16);
+  one.writeUInt16BE(1, 20);
+  name.copy(one, 22);
+  return Buffer.concat(Array.from({ length: Math.ceil(total / one.length) }, () => one));
+}
+
+describe.skipIf(!built)('nbd channel: retry bounds and handshake limits', () => {
+  test('a request that makes the server drop the connection fails with EIO within io-timeout + reconnect-timeout, with back-off', async () => {
+    const sock = join(dir, 'm1.sock');
+    let conns = 0;
+    const srv = await fakeServer(
+      sock,
+      (s, hdr) => {
+        if (hdr.readUInt16BE(6) === 0 && hdr.readBigUInt64BE(16) === 4096n) s.destroy(); // the poison request
+        else answer(s, hdr);
+      },
+      { onSocket: () => conns++ },
+    );
+    try {
+      const ch = channel(await bdev({ path: sock, 'io-timeout': '0.5', 'reconnect-timeout': '1' }));
+      expect(await run(ch, io(IoOp.READ, 0, 4096, MiB))).toEqual([0]);
+      const t0 = Date.now();
+      expect(await runWithin(4500, ch, io(IoOp.READ, 4096, 4096, MiB))).toEqual([-5]);
+      expect(Date.now() - t0).toBeLessThan(3000);
+      // Connections that handshake but never serve back off like failed connects (not a tight loop).
+      expect(conns).toBeLessThan(15);
+    } finally {
+      srv.close();
+    }
+  });
+
+  test('a backend that hangs behind a live server: the write is not replayed for ever, EIO after io-timeout + reconnect-timeout', async () => {
+    const sock = join(dir, 'm2.sock');
+    let writes = 0;
+    const srv = await fakeServer(sock, (s, hdr) => {
+      if (hdr.readUInt16BE(6) === 1) writes++; // never answered
+      else answer(s, hdr);
+    });
+    try {
+      const ch = channel(await bdev({ path: sock, 'io-timeout': '0.5', 'reconnect-timeout': '1' }));
+      expect(await run(ch, io(IoOp.READ, 0, 4096, MiB))).toEqual([0]);
+      const t0 = Date.now();
+      expect(await runWithin(4500, ch, io(IoOp.WRITE, 0, 4096))).toEqual([-5]);
+      const waited = Date.now() - t0;
+      expect(waited).toBeGreaterThanOrEqual(1400);
+      expect(waited).toBeLessThan(3500);
+      expect(writes).toBeGreaterThanOrEqual(2);
+    } finally {
+      srv.close();
+    }
+  });
+
+  test('a server streaming NBD_REP_INFO without end: the probe and a reconnect fail at the 64 KiB handshake cap', async () => {
+    const sock = join(dir, 'm3.sock');
+    const srv = await fakeServer(sock, () => {}, { goReply: (s) => (s.write(infoFlood(256 * 1024)), true) });
+    try {
+      await expect(bdev({ path: sock, 'connect-timeout': '3' })).rejects.toThrow(/more than 64 KiB/);
+    } finally {
+      srv.close();
+    }
+    const sock2 = join(dir, 'm3b.sock');
+    const srv2 = await fakeServer(sock2, (s, hdr) => answer(s, hdr), { goReply: (s, conn) => conn > 0 && (s.write(infoFlood(256 * 1024)), true) });
+    try {
+      logged.length = 0;
+      const ch = channel(await bdev({ path: sock2, 'connect-timeout': '5' }));
+      for (const end = Date.now() + 3000; Date.now() < end && !logged.some((l) => /64 KiB/.test(String(l.data?.why))); ) {
+        ch.poll();
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      expect(logged.some((l) => l.msg === 'nbd connect failed; retrying' && /more than 64 KiB/.test(String(l.data?.why)))).toBe(true);
+    } finally {
+      srv2.close();
+    }
+  });
+
+  test('a reply to a write still being sent is a violation: the write is resent and succeeds', async () => {
+    const sock = join(dir, 'm4.sock');
+    let full = 0;
+    const srv = await fakeServer(
+      sock,
+      (s, hdr, conn) => {
+        if (hdr.readUInt16BE(6) === 1 && conn > 1) full++;
+        answer(s, hdr);
+      },
+      // The first channel connection answers a write as soon as its header arrives.
+      { onWriteHeader: (s, hdr, conn) => conn === 1 && (s.write(simpleOk(hdr)), true) },
+    );
+    try {
+      logged.length = 0;
+      const ch = channel(await bdev({ path: sock }));
+      expect(await run(ch, io(IoOp.WRITE, 0, 4 * MiB))).toEqual([0]);
+      expect(logged.some((l) => l.msg === 'nbd connection lost; reconnecting' && /not yet fully sent/.test(String(l.data?.why)))).toBe(true);
+      expect(full).toBe(1);
+    } finally {
+      srv.close();
+    }
+  });
+
+  test('reconnect: hint flags may change and the export may grow', async () => {
+    const sock = join(dir, 'm5.sock');
+    const ROTATIONAL = 1 << 4;
+    const SEND_DF = 1 << 7;
+    const srv = await fakeServer(
+      sock,
+      (s, hdr, conn) => (conn === 1 ? s.write(Buffer.alloc(20, 0x41)) : answer(s, hdr, 0x22)),
+      {
+        info: (conn) =>
+          conn <= 1
+            ? { size: MiB, flags: NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | ROTATIONAL | SEND_DF }
+            : { size: 2 * MiB, flags: NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH },
+      },
+    );
+    try {
+      logged.length = 0;
+      const d = await bdev({ path: sock, 'reconnect-timeout': '3' });
+      const ch = channel(d);
+      expect(await runWithin(4500, ch, io(IoOp.READ, 0, 4096, MiB))).toEqual([0]);
+      expect(u8.subarray(MiB, MiB + 4096).every((x) => x === 0x22)).toBe(true);
+      expect(logged.some((l) => l.msg === 'nbd export grew; the bdev keeps its size')).toBe(true);
+      expect(d.info.sizeBytes).toBe(MiB);
+    } finally {
+      srv.close();
+    }
+  });
+
+  test('probe: a server ignoring NBD_CMD_DISC does not keep the socket; a failed name lookup carries an errno', async () => {
+    const sock = join(dir, 'm6.sock');
+    let closed = false;
+    const srv = await fakeServer(sock, () => {}, {
+      allowHalfOpen: true,
+      onSocket: (s, conn) => {
+        if (conn !== 0) return;
+        s.on('close', () => (closed = true));
+        // Never end our side; after a while poke the peer: a destroyed socket makes the write fail (EPIPE).
+        s.on('end', () => setTimeout(() => s.write(Buffer.alloc(1)), 1200));
+      },
+    });
+    try {
+      await bdev({ path: sock });
+      await waitFor(() => closed, 4000);
+    } finally {
+      srv.close();
+    }
+    const e = await bdev({ host: 'nonexistent.invalid' }).catch((x: unknown) => x as NodeJS.ErrnoException);
+    expect(e).toBeInstanceOf(Error);
+    expect((e as NodeJS.ErrnoException).message).toMatch(/cannot resolve host nonexistent.invalid/);
+    expect((e as NodeJS.ErrnoException).errno).toBe(113);
   });
 });

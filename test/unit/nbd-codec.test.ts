@@ -169,6 +169,7 @@ describe('handshake (fixed newstyle)', () => {
     ['size beyond 2^53', () => go(optReply(NBD_OPT_GO, NBD_REP_INFO, bytes(u16(NBD_INFO_EXPORT), u64(1n << 60n), u16(1)))), /2\^53/],
     ['data after the handshake', () => go(infoExport(4096, FLAGS), bytes(optReply(NBD_OPT_GO, NBD_REP_ACK), [1])), /before any request/],
     ['unexpected reply type', () => go(optReply(NBD_OPT_GO, 2)), /unexpected reply type 2/],
+    ['endless NBD_REP_INFO (64 KiB cap)', () => go(...Array.from({ length: 40 }, () => optReply(NBD_OPT_GO, NBD_REP_INFO, bytes(u16(NBD_INFO_NAME), new Uint8Array(2000))))), /more than 64 KiB/],
   ];
   for (const [name, make, why] of failures) {
     test(`fails: ${name}`, () => {
@@ -201,6 +202,7 @@ function setup(structured = true) {
     t.conn[s] = 0;
     t.offsetBytes[s] = REQ_OFF;
     t.lenBytes[s] = REQ_LEN;
+    t.sent[s] = 1;
   }
   const rec: Rec = { data: [], holes: [], done: [] };
   let buf = new Uint8Array(0);
@@ -254,7 +256,7 @@ describe('transmission: replies', () => {
     const sfx = byByte ? ' (byte by byte)' : '';
     test(`read as data + hole chunks, DONE${sfx}`, () => {
       const { rec, feed } = setup();
-      const stream = bytes(dataChunk(0, REQ_OFF + 4096, fill(4096, 0xaa)), holeChunk(DONE, REQ_OFF, 4096));
+      const stream = bytes(holeChunk(0, REQ_OFF, 4096), dataChunk(DONE, REQ_OFF + 4096, fill(4096, 0xaa)));
       expect(feed(stream, byByte)).toBe(0);
       const got = fill(REQ_LEN, -1);
       for (const [, off, d] of rec.data) d.forEach((v, i) => (got[off + i] = v));
@@ -320,6 +322,10 @@ describe('transmission: replies', () => {
     ['hole of size 0', () => holeChunk(DONE, REQ_OFF, 0), /hole chunk outside/, READ_SLOT],
     ['hole chunk of the wrong length', () => chunk(DONE, NBD_REPLY_TYPE_OFFSET_HOLE, READ_SLOT, bytes(u64(REQ_OFF), u32(512), [0])), /not 12/, READ_SLOT],
     ['overlapping chunks', () => bytes(dataChunk(0, REQ_OFF, fill(8192, 0)), holeChunk(DONE, REQ_OFF, 512)), /overlap/, READ_SLOT],
+    // Chunk sizes summing to the length must not hide a gap (stale guest memory): chunks ascend, no overlap.
+    ['the same data chunk twice', () => bytes(dataChunk(0, REQ_OFF, fill(4096, 1)), dataChunk(DONE, REQ_OFF, fill(4096, 1))), /overlap/, READ_SLOT],
+    ['hole and data overlapping, a gap at the end', () => bytes(holeChunk(0, REQ_OFF, 4096), dataChunk(DONE, REQ_OFF + 2048, fill(4096, 1))), /overlap/, READ_SLOT],
+    ['chunks out of order', () => bytes(dataChunk(0, REQ_OFF + 4096, fill(4096, 1)), holeChunk(DONE, REQ_OFF, 4096)), /out of order/, READ_SLOT],
     ['DONE before all data arrived', () => dataChunk(DONE, REQ_OFF, fill(4096, 0)), /without all of its data/, READ_SLOT],
     ['data chunk for a write', () => dataChunk(DONE, REQ_OFF, [0], WRITE_SLOT), /not a read/, WRITE_SLOT],
     ['unknown chunk type', () => chunk(DONE, 100, READ_SLOT, new Uint8Array(0)), /unknown reply chunk type/, READ_SLOT],
@@ -345,6 +351,16 @@ describe('transmission: replies', () => {
       });
     }
   }
+
+  test('a reply to a request still being sent is a violation (simple and structured)', () => {
+    for (const make of [() => simple(0, WRITE_SLOT), () => chunk(DONE, NBD_REPLY_TYPE_NONE, WRITE_SLOT, new Uint8Array(0))]) {
+      const { t, r, rec, feed } = setup();
+      t.sent[WRITE_SLOT] = 0;
+      expect(feed(make())).toBe(-71);
+      expect(r.why).toMatch(/not yet fully sent/);
+      expect(rec.done).toEqual([]);
+    }
+  });
 
   test('a reply from another connection is a stray', () => {
     const { t, r, feed } = setup();

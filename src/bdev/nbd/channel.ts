@@ -12,7 +12,13 @@
 // (EOF, error, protocol violation) requeues its slots; the connection comes
 // back with exponential back-off; I/O waits up to reconnect-timeout after the
 // last connection was lost, then fails with EIO, and new I/O fails at once
-// until a connection is back (retries continue at the back-off cap).
+// until a connection is back (retries continue at the back-off cap). A
+// connection counts as good (back-off and the outage clock reset) only once it
+// delivered a valid reply, not when its handshake passed: a server that
+// handshakes and then drops or ignores requests backs off like a dead one. And
+// each slot fails with EIO once io-timeout + reconnect-timeout passed since it
+// was first submitted, however often it was resent (a request that makes the
+// server drop the connection, a backend that hangs behind a live server).
 //
 // A server that keeps the connection but stops replying (stopped, wedged) is
 // caught by io-timeout: each slot carries the time it was handed to a
@@ -32,6 +38,7 @@ import {
   NBD_CMD_TRIM,
   NBD_CMD_WRITE,
   NBD_CMD_WRITE_ZEROES,
+  NBD_FLAG_CAN_MULTI_CONN,
   NBD_FLAG_READ_ONLY,
   NBD_FLAG_SEND_FLUSH,
   NBD_FLAG_SEND_TRIM,
@@ -92,6 +99,8 @@ const BACKOFF_FIRST_MS = 50;
 export const BACKOFF_CAP_MS = 2000;
 /** Bytes read from one connection per poll before other work gets a turn. */
 const RX_BUDGET = 4 * RX_BYTES;
+/** Handshake bytes read per poll. */
+const HS_BUDGET = 16 * 1024;
 
 const C_DOWN = 0;
 const C_CONNECTING = 1;
@@ -116,8 +125,10 @@ class Conn {
   deadline = 0;
   /** failures since the last good connection (logging is rate-limited on it) */
   failures = 0;
-  /** scratch for the io-timeout scan: the send time of its oldest request */
-  oldest = Infinity;
+  /** scratch for the io-timeout scan: the earliest deadline of its requests */
+  due = Infinity;
+  /** a valid reply arrived on this connection (the server serves, not just handshakes) */
+  proven = false;
   constructor(
     readonly id: number,
     readonly rxAddr: number,
@@ -155,6 +166,8 @@ class SlotFifo {
 
 
 export class NbdChannel implements Channel, ReplySink {
+  /** replies are copied into guest memory when they arrive; they are bounded by io-timeout + reconnect-timeout */
+  readonly copiesLater = true;
   readonly notifyFd: number;
   private readonly n: NetShim;
   private readonly timerFd: number;
@@ -170,6 +183,10 @@ export class NbdChannel implements Channel, ReplySink {
   private readonly slotTarget = new Int16Array(SLOTS).fill(-1);
   /** performance.now() when the slot was handed to its connection (io-timeout) */
   private readonly slotSentAt = new Float64Array(SLOTS);
+  /** performance.now() when the slot was made: resends do not move it (the retry bound) */
+  private readonly slotFirstAt = new Float64Array(SLOTS);
+  /** ms from slotFirstAt after which a slot fails instead of being resent */
+  private readonly retryBoundMs: number;
   /** when to look for overdue requests: no later than the oldest one's deadline; Infinity when none are out */
   private ioCheckAt = Infinity;
   private readonly freeSlots = new Int32Array(SLOTS);
@@ -190,6 +207,8 @@ export class NbdChannel implements Channel, ReplySink {
   private inflightCount = 0;
   private ready = 0;
   private downSince: number;
+  /** last time a proven connection was lost (the start of the current outage) */
+  private lastGood: number;
   private failFast = false;
   private woken = true;
   private wakes = 0;
@@ -230,7 +249,8 @@ export class NbdChannel implements Channel, ReplySink {
       this.recs.push(new IoRec());
       this.freeRecs[i] = RECS - 1 - i;
     }
-    this.downSince = performance.now();
+    this.retryBoundMs = p.ioTimeoutMs + p.reconnectTimeoutMs;
+    this.downSince = this.lastGood = performance.now();
     for (const c of this.conns) this.connect(c, this.downSince);
     this.updateTimer(this.downSince);
   }
@@ -360,6 +380,8 @@ export class NbdChannel implements Channel, ReplySink {
   }
 
   done(slot: number): void {
+    const c = this.conns[this.table.conn[slot]!]!;
+    if (!c.proven) this.proven(c);
     this.finishSlot(slot, this.table.err[slot]!);
   }
 
@@ -404,16 +426,15 @@ export class NbdChannel implements Channel, ReplySink {
 
   /** Cut records into slots while slots last; assign unsent slots to connections; send. */
   private dispatch(): void {
+    const now = this.issueCount > 0 || this.unsent.count > 0 ? performance.now() : 0;
     while (this.issueCount > 0 && this.nfreeSlots > 0) {
       const ri = this.toIssue[this.issueHead]!;
-      if (!this.issue(ri)) break;
+      if (!this.issue(ri, now)) break;
       this.issueHead = (this.issueHead + 1) % RECS;
       this.issueCount--;
     }
     if (this.ready === 0) return;
     if (this.unsent.count > 0) {
-      const now = performance.now();
-      if (this.ioCheckAt === Infinity && this.p.ioTimeoutMs > 0) this.ioCheckAt = now + this.p.ioTimeoutMs;
       for (let k = this.unsent.count; k > 0; k--) this.assign(this.unsent.shift(), now);
     }
     for (let i = 0; i < this.conns.length; i++) {
@@ -423,15 +444,15 @@ export class NbdChannel implements Channel, ReplySink {
   }
 
   /** Make slots for a record; true when it is fully cut. */
-  private issue(ri: number): boolean {
+  private issue(ri: number, now: number): boolean {
     const r = this.recs[ri]!;
     const io = r.io!;
     if (r.issued) return true; // failed while waiting
     if (io.op === IoOp.FLUSH) {
       const want = this.ready > 1 ? this.ready : 1;
       if (this.nfreeSlots < want) return false;
-      if (this.ready <= 1) this.newSlot(ri, NBD_CMD_FLUSH, 0, 0, 0, 0, -1);
-      else for (const c of this.conns) if (c.state === C_READY) this.newSlot(ri, NBD_CMD_FLUSH, 0, 0, 0, 0, c.id);
+      if (this.ready <= 1) this.newSlot(ri, NBD_CMD_FLUSH, 0, 0, 0, 0, -1, now);
+      else for (const c of this.conns) if (c.state === C_READY) this.newSlot(ri, NBD_CMD_FLUSH, 0, 0, 0, 0, c.id, now);
       r.issued = true;
       return true;
     }
@@ -454,7 +475,7 @@ export class NbdChannel implements Channel, ReplySink {
     }
     while (r.next < io.lenBytes && this.nfreeSlots > 0) {
       const len = Math.min(max, io.lenBytes - r.next);
-      this.newSlot(ri, cmd, flags, io.offsetBytes + r.next, len, r.next, -1);
+      this.newSlot(ri, cmd, flags, io.offsetBytes + r.next, len, r.next, -1, now);
       r.next += len;
     }
     if (r.next < io.lenBytes) return false;
@@ -462,7 +483,7 @@ export class NbdChannel implements Channel, ReplySink {
     return true;
   }
 
-  private newSlot(ri: number, cmd: number, flags: number, off: number, len: number, ioOff: number, target: number): void {
+  private newSlot(ri: number, cmd: number, flags: number, off: number, len: number, ioOff: number, target: number, now: number): void {
     const s = this.freeSlots[--this.nfreeSlots]!;
     const t = this.table;
     t.cmd[s] = cmd;
@@ -473,6 +494,7 @@ export class NbdChannel implements Channel, ReplySink {
     this.slotIoOff[s] = ioOff;
     this.slotFlags[s] = flags;
     this.slotTarget[s] = target;
+    this.slotFirstAt[s] = now;
     this.recs[ri]!.parts++;
     this.unsent.push(s);
   }
@@ -496,11 +518,17 @@ export class NbdChannel implements Channel, ReplySink {
     t.conn[s] = c.id;
     t.gen[s] = (t.gen[s]! + 1) >>> 0; // a fresh cookie per send: a stale reply cannot match
     t.covered[s] = 0;
+    t.end[s] = 0;
     t.err[s] = 0;
+    t.sent[s] = 0;
     encodeRequest(this.hdrDv, s * HDR_STRIDE, this.slotFlags[s]!, t.cmd[s]!, t.gen[s]!, s, t.offsetBytes[s]!, t.cmd[s] === NBD_CMD_FLUSH ? 0 : t.lenBytes[s]!);
     c.txq[(c.txHead + c.txCount++) % SLOTS] = s;
     c.outstanding++;
     this.slotSentAt[s] = now;
+    if (this.p.ioTimeoutMs > 0) {
+      const due = Math.min(now + this.p.ioTimeoutMs, this.slotFirstAt[s]! + this.retryBoundMs);
+      if (due < this.ioCheckAt) this.ioCheckAt = due;
+    }
   }
 
   private finishSlot(s: number, status: number): void {
@@ -596,6 +624,7 @@ export class NbdChannel implements Channel, ReplySink {
         const rest = NBD_REQUEST_SIZE + (t.cmd[s] === NBD_CMD_WRITE ? t.lenBytes[s]! : 0) - c.txSent;
         if (left >= rest) {
           left -= rest;
+          t.sent[s] = 1;
           c.txSent = 0;
           c.txHead = (c.txHead + 1) % SLOTS;
           c.txCount--;
@@ -695,13 +724,20 @@ export class NbdChannel implements Channel, ReplySink {
     n.epollCtl(this.notifyFd, n.EPOLL_CTL_ADD, fd, n.EPOLLOUT | n.EPOLLIN, c.id);
   }
 
+  /**
+   * A pass reads at most HS_BUDGET bytes (the rest waits for the next poll, the
+   * epoll is level-triggered) and stops at the connect deadline: a server that
+   * streams option replies cannot hold the reactor; NbdHandshake caps the total.
+   */
   private readHandshake(c: Conn): void {
     const n = this.n;
-    for (;;) {
-      const got = n.recvAt(c.fd, c.rxAddr, RX_BYTES);
+    for (let budget = HS_BUDGET; budget > 0; ) {
+      if (performance.now() >= c.deadline) return this.attemptFailed(c, 'connect timed out');
+      const got = n.recvAt(c.fd, c.rxAddr, Math.min(RX_BYTES, budget));
       if (got === EAGAIN) return;
       if (got <= 0) return this.attemptFailed(c, got === 0 ? 'server closed the connection during the handshake' : `handshake receive: errno ${-got}`);
-      c.hs!.push(c.rx.slice(0, got));
+      budget -= got;
+      c.hs!.push(c.rx.subarray(0, got));
       this.pumpHandshake(c);
       if (c.state !== C_HANDSHAKE) return;
     }
@@ -722,13 +758,21 @@ export class NbdChannel implements Channel, ReplySink {
     }
   }
 
-  /** A reconnect must reach the same export: same size, no capability lost. */
+  /**
+   * A reconnect must reach the same export: no smaller, no capability vdx uses
+   * lost. Hints (ROTATIONAL, SEND_DF...) may change. A grown export is
+   * accepted; the bdev keeps the size it was created with.
+   */
   private incompatible(r: NbdExportInfo): string | undefined {
     const p = this.p;
-    if (r.sizeBytes !== p.serverSizeBytes) return `export size changed from ${p.serverSizeBytes} to ${r.sizeBytes} bytes`;
+    if (r.sizeBytes < p.serverSizeBytes) return `export shrank from ${p.serverSizeBytes} to ${r.sizeBytes} bytes`;
     if (!p.readonly && (r.flags & NBD_FLAG_READ_ONLY) !== 0) return 'export became read-only';
-    const caps = p.serverFlags & 0x1fc & ~NBD_FLAG_READ_ONLY;
+    const used = NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | (this.conns.length > 1 ? NBD_FLAG_CAN_MULTI_CONN : 0);
+    const caps = p.serverFlags & used;
     if ((r.flags & caps) !== caps) return `export lost capabilities (flags 0x${p.serverFlags.toString(16)} -> 0x${r.flags.toString(16)})`;
+    if (r.sizeBytes > p.serverSizeBytes) {
+      this.ctx.log('info', 'nbd export grew; the bdev keeps its size', { component: 'nbd', bdev: p.bdevName, uri: p.uri, sizeBytes: p.serverSizeBytes, serverSizeBytes: r.sizeBytes });
+    }
     if (r.maxPayload < p.maxIoBytes) return `max payload shrank to ${r.maxPayload}`;
     if (r.minBlock > p.blockSize) return `minimum block grew to ${r.minBlock}`;
     return undefined;
@@ -740,11 +784,19 @@ export class NbdChannel implements Channel, ReplySink {
     c.reader = new ReplyReader(this.table, this, c.id, r.structured);
     c.txHead = c.txCount = c.txSent = 0;
     c.outstanding = 0;
+    c.proven = false;
+    this.ready++;
+    // New I/O is taken again (it is what can prove the connection); back-off
+    // and the outage clock wait for proven().
+    this.failFast = false;
+  }
+
+  /** The connection's first valid reply: the server serves again. */
+  private proven(c: Conn): void {
+    c.proven = true;
     c.backoffMs = 0;
     if (c.failures > 0) this.ctx.log('info', 'nbd connection restored', { component: 'nbd', bdev: this.p.bdevName, uri: this.p.uri, connection: c.id, after: c.failures });
     c.failures = 0;
-    this.ready++;
-    this.failFast = false;
   }
 
   private closeFd(c: Conn): void {
@@ -766,54 +818,73 @@ export class NbdChannel implements Channel, ReplySink {
   /** The connection died: its requests go back to the queue (one at fault fails), and it reconnects. */
   private lost(c: Conn, err: number, why: string, failedSlot: number): void {
     const t = this.table;
-    this.ctx.log('warn', 'nbd connection lost; reconnecting', { component: 'nbd', bdev: this.p.bdevName, uri: this.p.uri, connection: c.id, errno: -err, why });
+    const now = performance.now();
+    const proven = c.proven;
+    // A connection that never served is a failed attempt: rate-limited log, back-off grows.
+    if (proven || c.failures % 30 === 0) {
+      this.ctx.log('warn', 'nbd connection lost; reconnecting', { component: 'nbd', bdev: this.p.bdevName, uri: this.p.uri, connection: c.id, errno: -err, why, failures: c.failures });
+    }
     this.closeFd(c);
     c.state = C_DOWN;
     c.reader = undefined;
+    c.proven = false;
     this.ready--;
-    if (this.ready === 0) this.downSince = performance.now();
+    if (proven) this.lastGood = now;
+    if (this.ready === 0) this.downSince = this.lastGood;
     // The request a violation was about fails; retrying it would meet the same answer.
     if (failedSlot >= 0 && t.conn[failedSlot] === c.id && t.cmd[failedSlot] !== SLOT_FREE) this.finishSlot(failedSlot, EIO);
+    const bound = this.retryBoundMs;
     for (let s = 0; s < SLOTS; s++) {
       if (t.cmd[s] !== SLOT_FREE && t.conn[s] === c.id) {
-        t.conn[s] = -1;
-        this.unsent.push(s);
+        if (now - this.slotFirstAt[s]! >= bound) this.finishSlot(s, EIO);
+        else {
+          t.conn[s] = -1;
+          this.unsent.push(s);
+        }
       }
     }
     c.outstanding = 0;
     if (!this.anyOutstanding()) this.ioCheckAt = Infinity;
     c.txHead = c.txCount = c.txSent = 0;
-    c.backoffMs = 0;
-    c.failures = 1;
-    c.retryAt = performance.now();
+    if (proven) {
+      c.backoffMs = 0;
+      c.failures = 1;
+      c.retryAt = now;
+    } else {
+      c.backoffMs = c.backoffMs === 0 ? BACKOFF_FIRST_MS : Math.min(c.backoffMs * 2, BACKOFF_CAP_MS);
+      c.failures++;
+      c.retryAt = now + c.backoffMs;
+    }
   }
 
   /**
-   * The timer reached ioCheckAt: drop each connection whose oldest request is
-   * past io-timeout (its requests are retried on a new connection, and
-   * reconnect-timeout bounds the wait from there); look again at the oldest
-   * remaining deadline. Completions do not move ioCheckAt (at queue depth 1
+   * The timer reached ioCheckAt: drop each connection with a request past its
+   * deadline, io-timeout after it was sent or the retry bound after it was
+   * first submitted (lost() fails the requests past the bound and retries the
+   * others on a new connection); look again at the earliest remaining deadline. Completions do not move ioCheckAt (at queue depth 1
    * that would be two timerfd_settime calls per I/O): an early look just
    * rescans, and the timer is disarmed here once nothing is out.
    */
   private checkReplyDeadlines(now: number): void {
     const t = this.table;
     const conns = this.conns;
-    for (let i = 0; i < conns.length; i++) conns[i]!.oldest = Infinity;
+    const limit = this.p.ioTimeoutMs;
+    const bound = this.retryBoundMs;
+    for (let i = 0; i < conns.length; i++) conns[i]!.due = Infinity;
     for (let s = 0; s < SLOTS; s++) {
       const ci = t.conn[s]!;
       if (ci < 0 || t.cmd[s] === SLOT_FREE) continue;
       const c = conns[ci]!;
-      if (this.slotSentAt[s]! < c.oldest) c.oldest = this.slotSentAt[s]!;
+      const due = Math.min(this.slotSentAt[s]! + limit, this.slotFirstAt[s]! + bound);
+      if (due < c.due) c.due = due;
     }
-    const limit = this.p.ioTimeoutMs;
     let next = Infinity;
     for (let i = 0; i < conns.length; i++) {
       const c = conns[i]!;
-      if (c.state !== C_READY || c.oldest === Infinity) continue;
-      if (now - c.oldest >= limit) {
+      if (c.state !== C_READY || c.due === Infinity) continue;
+      if (now >= c.due) {
         this.lost(c, ETIMEDOUT, `no reply within io-timeout (${limit / 1000} s)`, -1);
-      } else if (c.oldest + limit < next) next = c.oldest + limit;
+      } else if (c.due < next) next = c.due;
     }
     this.ioCheckAt = next;
   }

@@ -61,8 +61,16 @@ export interface SlotTable {
   readonly lenBytes: Float64Array;
   /** bytes of a READ delivered so far (data + holes) */
   readonly covered: Float64Array;
+  /**
+   * request-relative end of a READ's last data/hole chunk: chunks must come in
+   * ascending offset order without overlap, so that `covered` equal to the
+   * length means every byte arrived (qemu-nbd and nbdkit send them in order)
+   */
+  readonly end: Float64Array;
   /** first error for the request (-errno), 0 if none */
   readonly err: Int32Array;
+  /** 1 once the whole request (header and payload) left for the server: only then may it be answered */
+  readonly sent: Uint8Array;
 }
 
 export function makeSlotTable(n: number): SlotTable {
@@ -73,7 +81,9 @@ export function makeSlotTable(n: number): SlotTable {
     offsetBytes: new Float64Array(n),
     lenBytes: new Float64Array(n),
     covered: new Float64Array(n),
+    end: new Float64Array(n),
     err: new Int32Array(n),
+    sent: new Uint8Array(n),
   };
 }
 
@@ -275,6 +285,7 @@ export class ReplyReader {
     const slot = this.lookup(h.getUint32(8), h.getUint32(12));
     if (slot < 0) return this.fail(-1, 'simple reply with an unknown cookie');
     const t = this.table;
+    if (t.sent[slot] === 0) return this.fail(-1, 'reply to a request not yet fully sent');
     if (error !== 0) {
       if (error === ESHUTDOWN) return this.fail(-1, 'server is shutting down (ESHUTDOWN)');
       t.err[slot] = nbdErrno(error);
@@ -307,6 +318,7 @@ export class ReplyReader {
     if (slot < 0) return this.fail(-1, 'reply chunk with an unknown cookie');
     this.slot = slot;
     const t = this.table;
+    if (t.sent[slot] === 0) return this.fail(-1, 'reply to a request not yet fully sent');
     const isRead = t.cmd[slot] === NBD_CMD_READ;
     switch (this.type) {
       case NBD_REPLY_TYPE_NONE:
@@ -342,8 +354,9 @@ export class ReplyReader {
     const at = this.readU64(0);
     const rel = at - t.offsetBytes[slot]!;
     if (at < 0 || rel < 0 || rel + this.remaining > t.lenBytes[slot]!) return this.fail(slot, 'data chunk outside the request');
+    if (rel < t.end[slot]!) return this.fail(slot, 'read chunks overlap or are out of order');
+    t.end[slot] = rel + this.remaining;
     t.covered[slot] = t.covered[slot]! + this.remaining;
-    if (t.covered[slot]! > t.lenBytes[slot]!) return this.fail(slot, 'read chunks overlap');
     this.reqPos = rel;
     this.state = S_DATA;
     return 0;
@@ -358,8 +371,9 @@ export class ReplyReader {
       const size = p.getUint32(8);
       const rel = at - t.offsetBytes[slot]!;
       if (at < 0 || size === 0 || rel < 0 || rel + size > t.lenBytes[slot]!) return this.fail(slot, 'hole chunk outside the request');
+      if (rel < t.end[slot]!) return this.fail(slot, 'read chunks overlap or are out of order');
+      t.end[slot] = rel + size;
       t.covered[slot] = t.covered[slot]! + size;
-      if (t.covered[slot]! > t.lenBytes[slot]!) return this.fail(slot, 'read chunks overlap');
       this.sink.hole(slot, rel, size);
       return this.chunkEnd();
     }

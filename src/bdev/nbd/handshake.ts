@@ -70,6 +70,14 @@ const H_EXPORT_NAME = 3;
 const H_DONE = 4;
 const H_FAILED = 5;
 
+/**
+ * Most bytes a handshake may take. A real one is a few KiB at most (the
+ * greeting, a handful of option replies with strings up to 4 KiB); a server
+ * that streams NBD_REP_INFO without end is cut off here, on the reactors and
+ * in the main thread's probe alike.
+ */
+export const NBD_MAX_HANDSHAKE_BYTES = 64 * 1024;
+
 const isPow2 = (v: number) => v > 0 && (v & (v - 1)) === 0;
 
 export class NbdHandshake {
@@ -78,7 +86,10 @@ export class NbdHandshake {
   result: NbdExportInfo | undefined;
   private step = H_GREETING;
   private inbuf = new Uint8Array(256);
+  /** unconsumed bytes are inbuf[inpos, infill) */
+  private inpos = 0;
   private infill = 0;
+  private total = 0;
   private readonly out: Uint8Array[] = [];
   private readonly name: Uint8Array;
   private noZeroes = false;
@@ -106,25 +117,34 @@ export class NbdHandshake {
       if (this.state === 'done' && bytes.length > 0) this.failWith('server sent data before any request');
       return;
     }
+    this.total += bytes.length;
+    if (this.total > NBD_MAX_HANDSHAKE_BYTES) {
+      return this.failWith(`the server sent more than ${NBD_MAX_HANDSHAKE_BYTES / 1024} KiB without finishing the handshake`);
+    }
     if (this.infill + bytes.length > this.inbuf.length) {
-      const next = new Uint8Array(Math.max(this.inbuf.length * 2, this.infill + bytes.length));
-      next.set(this.inbuf.subarray(0, this.infill));
-      this.inbuf = next;
+      // Compact only when out of room: messages are consumed by moving inpos.
+      const keep = this.infill - this.inpos;
+      const buf = keep + bytes.length > this.inbuf.length ? new Uint8Array(Math.max(this.inbuf.length * 2, keep + bytes.length)) : this.inbuf;
+      buf.set(this.inbuf.subarray(this.inpos, this.infill));
+      this.inbuf = buf;
+      this.inpos = 0;
+      this.infill = keep;
     }
     this.inbuf.set(bytes, this.infill);
     this.infill += bytes.length;
     for (;;) {
       const need = this.need();
-      if (need < 0 || this.infill < need) break;
-      const msg = this.inbuf.slice(0, need);
-      this.inbuf.copyWithin(0, need, this.infill);
-      this.infill -= need;
+      if (need < 0 || this.infill - this.inpos < need) break;
+      // A view: handle() reads the message before anything else touches inbuf.
+      const msg = this.inbuf.subarray(this.inpos, this.inpos + need);
+      this.inpos += need;
       this.handle(msg);
       if (this.state !== 'running') {
-        if (this.state === 'done' && this.infill > 0) this.failWith('server sent data before any request');
+        if (this.state === 'done' && this.infill > this.inpos) this.failWith('server sent data before any request');
         break;
       }
     }
+    if (this.inpos === this.infill) this.inpos = this.infill = 0;
   }
 
   /** Bytes the current step waits for. */

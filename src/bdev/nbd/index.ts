@@ -34,6 +34,9 @@ const MAX_RANGE_BYTES = 1 << 30;
 
 const EIO = 5;
 const ETIMEDOUT = 110;
+const EHOSTUNREACH = 113;
+/** How long the probe waits for the server to close after NBD_CMD_DISC before dropping the socket. */
+const DISC_GRACE_MS = 500;
 
 /** The registry reports a store's refusal as -errno (not as a bad parameter). */
 function withErrno(e: Error, errno: number): Error {
@@ -62,6 +65,8 @@ export function probeNbd(t: NbdTarget, addr: string, timeoutMs: number): Promise
         const disc = new Uint8Array(NBD_REQUEST_SIZE);
         encodeRequest(new DataView(disc.buffer), 0, 0, NBD_CMD_DISC, 0, 0, 0, 0);
         sock.end(disc);
+        // A server that ignores DISC would keep the half-closed socket for ever.
+        setTimeout(() => sock.destroy(), DISC_GRACE_MS).unref();
       }
       if (err) reject(err);
       else resolve(info!);
@@ -153,7 +158,9 @@ async function resolveHost(t: NbdTarget): Promise<string> {
   try {
     return (await lookup(t.host)).address;
   } catch (e) {
-    throw new Error(`nbd: cannot resolve host ${t.host}: ${(e as Error).message}`);
+    // getaddrinfo failures carry libuv's EAI_* codes, not errnos: report EHOSTUNREACH then.
+    const errno = Math.abs((e as NodeJS.ErrnoException).errno ?? 0);
+    throw withErrno(new Error(`nbd: cannot resolve host ${t.host}: ${(e as Error).message}`), errno >= 1 && errno <= 133 ? errno : EHOSTUNREACH);
   }
 }
 

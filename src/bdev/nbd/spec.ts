@@ -23,9 +23,9 @@ export const NBD_KEYS: Record<string, string> = {
   export: 'export name (default: the empty name, the server default export)',
   connections: `connections per reactor, 1..${MAX_CONNECTIONS}; more than 1 only if the server offers multi-conn (default 1)`,
   readonly: 'on: open the export read-only even if the server allows writes (default off)',
-  'reconnect-timeout': `seconds I/O waits while the server is unreachable before failing with EIO; 0 = fail at once (default ${DEFAULT_RECONNECT_TIMEOUT_S})`,
+  'reconnect-timeout': `seconds I/O waits while the server is unreachable (or only handshakes and then drops or ignores requests) before failing with EIO; with io-timeout set, a request fails at the latest io-timeout + reconnect-timeout after vdx first queued it for the server, however often it was retried; 0 = fail at once (default ${DEFAULT_RECONNECT_TIMEOUT_S})`,
   'connect-timeout': `seconds one connect and handshake may take (default ${DEFAULT_CONNECT_TIMEOUT_S})`,
-  'io-timeout': `seconds a request may wait for its reply; then the connection is dropped and reconnected, its requests retried, and reconnect-timeout applies (so a server that stays stalled fails I/O with EIO after io-timeout + reconnect-timeout); 0 = wait for ever (default ${DEFAULT_IO_TIMEOUT_S})`,
+  'io-timeout': `seconds a request may wait for a reply; then the connection is dropped and reconnected and its requests retried; a request fails with EIO once io-timeout + reconnect-timeout passed since vdx first queued it for the server, retries included; 0 = no reply deadline (a request waits for ever on a live connection; when its connection is lost it fails if reconnect-timeout has passed since it was first queued, else it is retried) (default ${DEFAULT_IO_TIMEOUT_S})`,
   'block-size': 'logical block size: 512 or 4096, at least the server minimum (default 512, or 4096 if the server needs it)',
 };
 
