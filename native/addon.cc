@@ -32,6 +32,17 @@ bool ArgUint32(const Napi::CallbackInfo& info, size_t i, uint32_t* out) {
   return true;
 }
 
+bool ArgSize(const Napi::CallbackInfo& info, size_t i, size_t* out) {
+  if (!ArgNumber(info, i)) return false;
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > 9007199254740991.0) {
+    Napi::RangeError::New(info.Env(), "argument " + std::to_string(i) + " out of range").ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = static_cast<size_t>(d);
+  return true;
+}
+
 // close(2) returns 0 or -errno; closing twice is the caller's bug but harmless
 // here since the wrapper forgets the fd after the first call.
 static Napi::Value Close(const Napi::CallbackInfo& info) {

@@ -17,25 +17,11 @@ static Napi::Value Mapping(Napi::Env env, void* addr, size_t len) {
   return o;
 }
 
-static bool ArgLength(const Napi::CallbackInfo& info, size_t i, size_t* out) {
-  if (info.Length() <= i || !info[i].IsNumber()) {
-    Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must be a number").ThrowAsJavaScriptException();
-    return false;
-  }
-  double d = info[i].As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d > 9007199254740991.0) {
-    Napi::RangeError::New(info.Env(), "argument " + std::to_string(i) + " out of range").ThrowAsJavaScriptException();
-    return false;
-  }
-  *out = static_cast<size_t>(d);
-  return true;
-}
-
 // mmap(fd, offset, length, prot, flags) -> {buffer, addr}; fd -1 with MAP_ANONYMOUS.
 static Napi::Value Mmap(const Napi::CallbackInfo& info) {
   int32_t fd, prot, flags;
   size_t offset, len;
-  if (!ArgInt32(info, 0, &fd) || !ArgLength(info, 1, &offset) || !ArgLength(info, 2, &len) ||
+  if (!ArgInt32(info, 0, &fd) || !ArgSize(info, 1, &offset) || !ArgSize(info, 2, &len) ||
       !ArgInt32(info, 3, &prot) || !ArgInt32(info, 4, &flags))
     return info.Env().Undefined();
   if (len == 0) return ThrowErrno(info.Env(), EINVAL, "mmap");
@@ -47,7 +33,7 @@ static Napi::Value Mmap(const Napi::CallbackInfo& info) {
 // munmap(buffer, addr, length) -> 0 or -errno. Detaches `buffer` (if given) first.
 static Napi::Value Munmap(const Napi::CallbackInfo& info) {
   size_t addr, len;
-  if (!ArgLength(info, 1, &addr) || !ArgLength(info, 2, &len)) return info.Env().Undefined();
+  if (!ArgSize(info, 1, &addr) || !ArgSize(info, 2, &len)) return info.Env().Undefined();
   if (info[0].IsArrayBuffer()) {
     Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
     if (!ab.IsDetached()) ab.Detach();
@@ -60,7 +46,7 @@ static Napi::Value Munmap(const Napi::CallbackInfo& info) {
 // The caller must detach() it before the owner unmaps.
 static Napi::Value ViewAddress(const Napi::CallbackInfo& info) {
   size_t addr, len;
-  if (!ArgLength(info, 0, &addr) || !ArgLength(info, 1, &len)) return info.Env().Undefined();
+  if (!ArgSize(info, 0, &addr) || !ArgSize(info, 1, &len)) return info.Env().Undefined();
   if (addr == 0 || len == 0) return ThrowErrno(info.Env(), EINVAL, "viewAddress");
   return Napi::ArrayBuffer::New(info.Env(), reinterpret_cast<void*>(addr), len);
 }
@@ -93,7 +79,7 @@ static Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
 static Napi::Value Ftruncate(const Napi::CallbackInfo& info) {
   int32_t fd;
   size_t len;
-  if (!ArgInt32(info, 0, &fd) || !ArgLength(info, 1, &len)) return info.Env().Undefined();
+  if (!ArgInt32(info, 0, &fd) || !ArgSize(info, 1, &len)) return info.Env().Undefined();
   if (ftruncate(fd, static_cast<off_t>(len)) < 0) return ThrowErrno(info.Env(), errno, "ftruncate");
   return info.Env().Undefined();
 }
@@ -102,7 +88,7 @@ static Napi::Value Ftruncate(const Napi::CallbackInfo& info) {
 // has validated (guest memory and a malloc bdev). Returns nothing, never fails.
 static Napi::Value Memcpy(const Napi::CallbackInfo& info) {
   size_t dst, src, len;
-  if (!ArgLength(info, 0, &dst) || !ArgLength(info, 1, &src) || !ArgLength(info, 2, &len)) return info.Env().Undefined();
+  if (!ArgSize(info, 0, &dst) || !ArgSize(info, 1, &src) || !ArgSize(info, 2, &len)) return info.Env().Undefined();
   memcpy(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), len);
   return info.Env().Undefined();
 }
@@ -111,7 +97,7 @@ static Napi::Value Memcpy(const Napi::CallbackInfo& info) {
 static Napi::Value Memset(const Napi::CallbackInfo& info) {
   size_t dst, len;
   uint32_t byte;
-  if (!ArgLength(info, 0, &dst) || !ArgUint32(info, 1, &byte) || !ArgLength(info, 2, &len)) return info.Env().Undefined();
+  if (!ArgSize(info, 0, &dst) || !ArgUint32(info, 1, &byte) || !ArgSize(info, 2, &len)) return info.Env().Undefined();
   memset(reinterpret_cast<void*>(dst), static_cast<int>(byte & 0xff), len);
   return info.Env().Undefined();
 }
@@ -125,7 +111,7 @@ static Napi::Value Memset(const Napi::CallbackInfo& info) {
 static Napi::Value Madvise(const Napi::CallbackInfo& info) {
   size_t addr, len;
   uint32_t advice;
-  if (!ArgLength(info, 0, &addr) || !ArgLength(info, 1, &len) || !ArgUint32(info, 2, &advice)) return info.Env().Undefined();
+  if (!ArgSize(info, 0, &addr) || !ArgSize(info, 1, &len) || !ArgUint32(info, 2, &advice)) return info.Env().Undefined();
   int rc = madvise(reinterpret_cast<void*>(addr), len, static_cast<int>(advice));
   return Napi::Number::New(info.Env(), rc < 0 ? -errno : 0);
 }

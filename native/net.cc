@@ -29,21 +29,6 @@ static bool ArgStr(const Napi::CallbackInfo& info, size_t i, std::string* out) {
   return true;
 }
 
-// A host address or length: a non-negative integer below 2^53.
-static bool ArgAddr(const Napi::CallbackInfo& info, size_t i, uintptr_t* out) {
-  if (info.Length() <= i || !info[i].IsNumber()) {
-    Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must be a number").ThrowAsJavaScriptException();
-    return false;
-  }
-  double d = info[i].As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d > 9007199254740991.0) {
-    Napi::RangeError::New(info.Env(), "argument " + std::to_string(i) + " out of range").ThrowAsJavaScriptException();
-    return false;
-  }
-  *out = static_cast<uintptr_t>(d);
-  return true;
-}
-
 static Napi::Number Num(Napi::Env env, double v) { return Napi::Number::New(env, v); }
 
 // tcpConnect(numericHost, port) -> fd (connect started, non-blocking) or -errno.
@@ -118,8 +103,8 @@ static Napi::Value TcpNodelay(const Napi::CallbackInfo& info) {
 // recvAt(fd, addr, len) -> bytes (0 = EOF) or -errno; never blocks.
 static Napi::Value RecvAt(const Napi::CallbackInfo& info) {
   int32_t fd;
-  uintptr_t addr, len;
-  if (!ArgInt32(info, 0, &fd) || !ArgAddr(info, 1, &addr) || !ArgAddr(info, 2, &len)) return info.Env().Undefined();
+  size_t addr, len;
+  if (!ArgInt32(info, 0, &fd) || !ArgSize(info, 1, &addr) || !ArgSize(info, 2, &len)) return info.Env().Undefined();
   ssize_t n = recv(fd, reinterpret_cast<void*>(addr), len, MSG_DONTWAIT);
   return Num(info.Env(), n < 0 ? -errno : static_cast<double>(n));
 }
@@ -130,9 +115,9 @@ static Napi::Value RecvAt(const Napi::CallbackInfo& info) {
 // dead peer is -EPIPE, not a signal.
 static Napi::Value SendIov(const Napi::CallbackInfo& info) {
   int32_t fd;
-  uintptr_t addr;
+  size_t addr;
   uint32_t cnt;
-  if (!ArgInt32(info, 0, &fd) || !ArgAddr(info, 1, &addr) || !ArgUint32(info, 2, &cnt)) return info.Env().Undefined();
+  if (!ArgInt32(info, 0, &fd) || !ArgSize(info, 1, &addr) || !ArgUint32(info, 2, &cnt)) return info.Env().Undefined();
   if (cnt == 0 || cnt > IOV_MAX) return Num(info.Env(), -EINVAL);
   msghdr m{};
   m.msg_iov = reinterpret_cast<iovec*>(addr);

@@ -16,6 +16,8 @@ Napi::Value ThrowErrno(Napi::Env env, int err, const char* syscall);
 // TypeScript layer, never guest input.
 bool ArgInt32(const Napi::CallbackInfo& info, size_t i, int32_t* out);
 bool ArgUint32(const Napi::CallbackInfo& info, size_t i, uint32_t* out);
+// A host address or a length: a non-negative integer below 2^53 (RangeError otherwise).
+bool ArgSize(const Napi::CallbackInfo& info, size_t i, size_t* out);
 
 void InitEventfd(Napi::Env env, Napi::Object exports);
 void InitMman(Napi::Env env, Napi::Object exports);

@@ -25,6 +25,7 @@ import {
 import { E, loadNative } from '../../src/native/index.js';
 import { blkConfig, blkFeatures, blkParams } from '../../src/virtio/blk-config.js';
 import { VHOST_USER_F_PROTOCOL_FEATURES_BIT, bit } from '../../src/virtio/constants.js';
+import { u32pair, u64 } from './helpers/le-bytes.js';
 
 const native = loadNative();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -118,18 +119,6 @@ async function recvOn(fd: number, ms = 2000): Promise<{ req: number; flags: numb
   const v = new DataView(rx.buffer);
   return { req: v.getUint32(0, true), flags: v.getUint32(4, true), size: v.getUint32(8, true), payload: new DataView(rx.slice(12, need).buffer) };
 }
-
-const u64 = (x: bigint) => {
-  const b = new Uint8Array(8);
-  new DataView(b.buffer).setBigUint64(0, x, true);
-  return b;
-};
-const u32pair = (a: number, b: number) => {
-  const x = new Uint8Array(8);
-  new DataView(x.buffer).setUint32(0, a, true);
-  new DataView(x.buffer).setUint32(4, b, true);
-  return x;
-};
 
 describe('back-end request channel in a session', () => {
   // malloc creates synchronously (the contract allows a Promise for remote bdevs)

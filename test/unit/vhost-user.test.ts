@@ -20,6 +20,7 @@ import {
 import { E, loadNative } from '../../src/native/index.js';
 import { blkConfig, blkFeatures, blkParams } from '../../src/virtio/blk-config.js';
 import { bit, VHOST_USER_F_PROTOCOL_FEATURES_BIT, VIRTIO_F_VERSION_1_BIT } from '../../src/virtio/constants.js';
+import { u32pair, u64 } from './helpers/le-bytes.js';
 
 const native = loadNative();
 
@@ -146,19 +147,6 @@ class Front {
     return r.payload.getBigUint64(0, true);
   }
 }
-
-const u64 = (x: bigint) => {
-  const b = new Uint8Array(8);
-  new DataView(b.buffer).setBigUint64(0, x, true);
-  return b;
-};
-const u32pair = (a: number, b: number) => {
-  const x = new Uint8Array(8);
-  const v = new DataView(x.buffer);
-  v.setUint32(0, a, true);
-  v.setUint32(4, b, true);
-  return x;
-};
 
 describe('vhost-user session over a socketpair', () => {
   const bdev = mallocBdev.create(mallocBdev.normalize({ name: 'm', size: '64M' }));
