@@ -2,16 +2,12 @@
 // where SPDK has the bdev type, with vdx's extra parameters where it has more.
 import type { BdevEntry } from '../../control/bdevs.js';
 import { NBD_PARAMS } from './bdev-nbd.js';
+import { CEPH_OPTIONS } from './bdev-rbd.js';
 import type { ConfigEntry } from './framework.js';
 
-/** rbd bdev key -> the Ceph option bdev_rbd_create's config map names it by. */
-const RBD_CEPH_OPTIONS: Record<string, string> = {
-  'mon-host': 'mon_host',
-  'key-file': 'key_file',
-  'osd-op-timeout': 'rados_osd_op_timeout',
-  'mon-op-timeout': 'rados_mon_op_timeout',
-  'connect-timeout': 'client_mount_timeout',
-};
+/** rbd bdev key -> the Ceph option bdev_rbd_create's config map names it by (the first of its names). */
+const RBD_CEPH_OPTIONS: Record<string, string> = {};
+for (const [option, key] of Object.entries(CEPH_OPTIONS)) RBD_CEPH_OPTIONS[key] ??= option;
 
 export function bdevConfigEntry(e: BdevEntry): ConfigEntry {
   const s = e.spec;

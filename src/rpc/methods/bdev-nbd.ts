@@ -5,7 +5,7 @@ import type { BdevSpec } from '../../control/bdevs.js';
 import { invalidParams } from '../errors.js';
 import { method, type Method } from '../method.js';
 import { bool, int, logicalBlockSize, nonEmpty, seconds, str } from '../schema.js';
-import { createBdev } from './bdev.js';
+import { createBdev, deleteMethod } from './bdev.js';
 import type { RpcContext } from './context.js';
 
 /** RPC parameter -> nbd bdev key (values stringified as on the command line). */
@@ -52,8 +52,5 @@ export const nbdMethods: Record<string, Method<RpcContext>> = {
       return (await createBdev(ctx, spec, 'bdev_nbd_create')).desc.info.name;
     },
   ),
-  bdev_nbd_delete: method('vdx: delete an nbd bdev (closes its connections)', { name: nonEmpty.describe('bdev name') }, async (p, ctx) => {
-    await ctx.bdevs.delete(p.name, 'nbd');
-    return true;
-  }),
+  bdev_nbd_delete: deleteMethod('nbd', 'nbd'),
 };

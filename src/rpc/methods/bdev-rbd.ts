@@ -4,18 +4,18 @@
 // refuses the rest, naming them: anything else belongs in a ceph.conf
 // (config_file). vdx extras: namespace, snapshot, cache, read_only, the timeouts.
 import type { BdevSpec } from '../../control/bdevs.js';
-import { ControlError } from '../../control/errors.js';
 import type { RbdCluster } from '../../control/rbd-clusters.js';
 import { invalidParams } from '../errors.js';
 import { method, type Method } from '../method.js';
-import { bool, logicalBlockSize, nonEmpty, oneOf, specKeys, str, u64 } from '../schema.js';
-import { createBdev } from './bdev.js';
+import { bool, logicalBlockSize, nonEmpty, oneOf, specKeys, str } from '../schema.js';
+import { createBdev, deleteMethod, freeName, resizeMethod } from './bdev.js';
 import type { RpcContext } from './context.js';
 
-const MiB = 1 << 20;
-
-/** Ceph option names (SPDK's config / config_param keys) and the rbd bdev key each sets. */
-const CEPH_OPTIONS: Record<string, string> = {
+/**
+ * Ceph option names (SPDK's config / config_param keys) and the rbd bdev key
+ * each sets; where two name one key, the first is what save_config writes.
+ */
+export const CEPH_OPTIONS: Record<string, string> = {
   mon_host: 'mon-host',
   key_file: 'key-file',
   keyring: 'key-file',
@@ -61,10 +61,6 @@ function clusterUsers(ctx: RpcContext, c: RbdCluster): string[] {
     .list()
     .filter((e) => e.spec.type === 'rbd' && Object.entries(want).every(([k, v]) => e.spec[k] === v))
     .map((e) => e.spec.name!);
-}
-
-function freeName(ctx: RpcContext, prefix: string): string {
-  for (let i = 0; ; i++) if (!ctx.bdevs.has(`${prefix}${i}`)) return `${prefix}${i}`;
 }
 
 function clusterInfo(c: RbdCluster): Record<string, unknown> {
@@ -144,20 +140,8 @@ export const rbdMethods: Record<string, Method<RpcContext>> = {
       return (await createBdev(ctx, spec, 'bdev_rbd_create')).desc.info.name;
     },
   ),
-  bdev_rbd_delete: method('delete an rbd bdev (closes the image)', { name: nonEmpty.describe('bdev name') }, async (p, ctx) => {
-    await ctx.bdevs.delete(p.name, 'rbd');
-    return true;
-  }),
-  bdev_rbd_resize: method(
-    'resize an rbd bdev\'s image and tell its exports; new_size in MiB, as SPDK',
-    { name: nonEmpty.describe('bdev name'), new_size: u64.where('a positive number of MiB', (v) => v > 0).describe('new size in MiB') },
-    async (p, ctx) => {
-      const e = ctx.bdevs.get(p.name);
-      if (e.spec.type !== 'rbd') throw new ControlError(-19, `bdev '${p.name}' is a ${e.spec.type} bdev, not rbd`);
-      await ctx.resizeBdev(p.name, String(p.new_size * MiB));
-      return true;
-    },
-  ),
+  bdev_rbd_delete: deleteMethod('rbd', 'rbd'),
+  bdev_rbd_resize: resizeMethod('rbd', 'grow an rbd bdev\'s image and tell its exports; new_size in MiB, as SPDK'),
 };
 
 /** save_config: registered clusters first, so bdevs replayed after them could name them. */

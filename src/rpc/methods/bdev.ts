@@ -47,11 +47,26 @@ const metadataParams = {
   dif_pi_format: int(0, 2).optional(),
 };
 
-function freeName(ctx: RpcContext, prefix: string): string {
+/** The first unused name PREFIXn, as SPDK names bdevs made without one (Malloc0, Ceph0). */
+export function freeName(ctx: RpcContext, prefix: string): string {
   for (let i = 0; ; i++) if (!ctx.bdevs.has(`${prefix}${i}`)) return `${prefix}${i}`;
 }
 
-function deleteMethod(type: string, what: string): Method<RpcContext> {
+/** SPDK's bdev_TYPE_resize: new_size in MiB, on a bdev of that type only. */
+export function resizeMethod(type: string, help: string): Method<RpcContext> {
+  return method(
+    help,
+    { name: nonEmpty.describe('bdev name'), new_size: u64.where('a positive number of MiB', (v) => v > 0).describe('new size in MiB') },
+    async (p, ctx) => {
+      const e = ctx.bdevs.get(p.name);
+      if (e.spec.type !== type) throw new ControlError(-19, `bdev '${p.name}' is a ${e.spec.type} bdev, not ${type}`);
+      await ctx.resizeBdev(p.name, String(p.new_size * MiB));
+      return true;
+    },
+  );
+}
+
+export function deleteMethod(type: string, what: string): Method<RpcContext> {
   return method(`delete a ${what} bdev`, { name: nonEmpty.describe('bdev name') }, async (p, ctx) => {
     await ctx.bdevs.delete(p.name, type);
     return true;
@@ -151,16 +166,7 @@ export const bdevMethods: Record<string, Method<RpcContext>> = {
     },
   ),
   bdev_null_delete: deleteMethod('null', 'null'),
-  bdev_null_resize: method(
-    'change a null bdev\'s size; new_size in MiB, as SPDK',
-    { name: nonEmpty.describe('bdev name'), new_size: u64.where('a positive number of MiB', (v) => v > 0).describe('new size in MiB') },
-    async (p, ctx) => {
-      const e = ctx.bdevs.get(p.name);
-      if (e.spec.type !== 'null') throw new ControlError(-19, `bdev '${p.name}' is a ${e.spec.type} bdev, not null`);
-      await ctx.resizeBdev(p.name, String(p.new_size * MiB));
-      return true;
-    },
-  ),
+  bdev_null_resize: resizeMethod('null', 'change a null bdev\'s size; new_size in MiB, as SPDK'),
 
   bdev_aio_create: method(
     'create a file bdev on a file or block device (vdx drives it with io_uring; O_DIRECT unless direct=false)',
