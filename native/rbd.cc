@@ -12,20 +12,29 @@
 // Completions: librbd has one event queue and one notification fd per image
 // (rbd_set_image_notification; a second one gives -EINVAL), so completions are
 // demultiplexed here. Each completion's arg is (channel id << 32 | slot). Any
-// channel's rbdReap, under the image mutex, reads the image eventfd, drains
-// rbd_poll_io_events until it comes back short, and appends (slot, ret) to the
-// owning channel's queue, writing that channel's eventfd when it was not yet
-// signalled. A channel's notifyFd is an epoll fd holding both the image
-// eventfd and its own eventfd, so it is readable while either is.
+// channel's rbdReap, under the image mutex, drains rbd_poll_io_events until it
+// comes back short and appends (slot, ret) to the owning channel's queue,
+// writing that channel's eventfd when it was not yet signalled. A channel's
+// notifyFd is an epoll fd holding both the image eventfd and its own eventfd,
+// so it is readable while either is.
+//
+// rbdReap makes no system call: the reactor calls it on every pass while
+// librbd owes the channel I/O, and one read() per pass was most of the
+// reactor's CPU per request (an eventfd read per empty pass, some 30 passes per
+// wake-up). The eventfds are read only by rbdClearNotify, which the reactor
+// calls when its epoll reported notifyFd readable.
 //
 // No lost wake-up: librbd pushes a completion onto the image queue *before* it
-// writes the image eventfd (AioCompletion::complete_event_socket). A reaper
-// reads (zeroes) the eventfd first and then pops until empty, so a completion
-// whose notify came before that read is popped by it, and one whose notify
-// came after leaves the eventfd readable, which wakes every channel's epoll.
-// A completion moved to another channel's queue sets that channel's eventfd
-// under the same mutex its owner holds while it clears the eventfd and takes
-// the whole queue, so the owner either takes the entry or finds the eventfd set.
+// writes the image eventfd (AioCompletion::complete_event_socket). A busy
+// reactor pops completions without clearing the eventfd, so the eventfd stays
+// readable and its next sleep returns at once. rbdClearNotify zeroes it and,
+// under the same mutex, drains the image queue, so every completion whose
+// notify that read consumed is queued for its channel: this channel's is
+// reaped by the pass that follows every wake-up, another's signals that
+// channel's eventfd (unless still set). One whose notify came after the read
+// leaves the eventfd readable, which wakes every channel's epoll. The owner
+// clears its eventfd and takes its queue under that mutex too, so it either
+// takes the entry or finds the eventfd set.
 #include "shim.h"
 
 #include <dlfcn.h>
@@ -243,11 +252,10 @@ static void FreeChan(Chan* c) {
   delete c;
 }
 
-// Under im->mu: move every completed event to its channel's queue.
-static int DrainImageLocked(Image* im) {
-  uint64_t v;
-  ssize_t rd = read(im->efd, &v, sizeof v);
-  (void)rd;  // EAGAIN when no notification is pending: still poll, a push may precede its notify
+// Under im->mu: move every completed event to its channel's queue. The
+// reaper (null when closing) is about to take its own queue: signalling it
+// would only cost a write here, a spurious wake-up and two reads.
+static int DrainImageLocked(Image* im, const Chan* reaper) {
   rbd_completion_t comps[kReapBatch];
   int total = 0;
   for (;;) {
@@ -277,7 +285,7 @@ static int DrainImageLocked(Image* im) {
       }
       c->q.push_back(slot);
       c->q.push_back(ret > INT32_MAX ? INT32_MAX : static_cast<int32_t>(ret));
-      if (!c->signalled) {
+      if (c != reaper && !c->signalled) {
         uint64_t one = 1;
         ssize_t w = write(c->efd, &one, sizeof one);
         (void)w;
@@ -516,9 +524,13 @@ class CloseWorker : public PromiseWorker {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(drainMs_));
     while (im->outstanding.load() > 0 && std::chrono::steady_clock::now() < deadline) {
       pollfd p{im->efd, POLLIN, 0};
-      poll(&p, 1, 100);
+      if (poll(&p, 1, 100) > 0) {
+        uint64_t v;
+        ssize_t rd = read(im->efd, &v, sizeof v);
+        (void)rd;
+      }
       std::lock_guard<std::mutex> g(im->mu);
-      DrainImageLocked(im);
+      DrainImageLocked(im, nullptr);
     }
     g_api.rbd_close(im->img);  // waits for anything still in flight
     g_api.rados_ioctx_destroy(im->io);
@@ -847,13 +859,7 @@ static Napi::Value RbdReap(const Napi::CallbackInfo& info) {
   // (level-triggered), so a busy lock is not worth waiting for.
   std::unique_lock<std::mutex> g(im->mu, std::try_to_lock);
   if (!g.owns_lock()) return Napi::Number::New(env, 0);
-  DrainImageLocked(im);
-  if (c->signalled) {
-    uint64_t v;
-    ssize_t rd = read(c->efd, &v, sizeof v);
-    (void)rd;
-    c->signalled = false;
-  }
+  DrainImageLocked(im, c);
   size_t avail = (c->q.size() - c->qhead) / 2;
   n = avail < max ? avail : max;
   memcpy(dst, c->q.data() + c->qhead, n * 2 * sizeof(int32_t));
@@ -861,15 +867,36 @@ static Napi::Value RbdReap(const Napi::CallbackInfo& info) {
   if (c->qhead == c->q.size()) {
     c->q.clear();
     c->qhead = 0;
-  } else {
-    // More than `out` holds: keep the rest and stay readable for the next pass.
-    uint64_t one = 1;
-    ssize_t w = write(c->efd, &one, sizeof one);
-    (void)w;
-    c->signalled = true;
   }
+  // What `out` could not hold stays queued: the reactor passes again after a
+  // pass that did work, and reaps it then.
   c->inflight -= static_cast<int>(n);
   return Napi::Number::New(env, static_cast<double>(n));
+}
+
+// rbdClearNotify(channel): after notifyFd woke the reactor, zero the image's
+// and the channel's eventfds and queue what they announced; the reactor's next
+// pass reaps this channel's share.
+static Napi::Value RbdClearNotify(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) return Napi::Number::New(env, -EINVAL);
+  Chan* c = LookupChan(info[0].As<Napi::Number>().Uint32Value());
+  if (!c) return Napi::Number::New(env, -EBADF);
+  Image* im = c->im;
+  uint64_t v;
+  std::lock_guard<std::mutex> g(im->mu);
+  ssize_t rd = read(im->efd, &v, sizeof v);  // EAGAIN: another reactor cleared it first
+  // Drain what that read announced, now: the completions may be another
+  // channel's, whose reactor may have gone back to sleep once the image
+  // eventfd was zeroed, and this channel may owe librbd nothing (so its next
+  // pass does not reap). Routing them signals their owners.
+  DrainImageLocked(im, c);
+  if (c->signalled) {
+    rd = read(c->efd, &v, sizeof v);
+    c->signalled = false;
+  }
+  (void)rd;
+  return Napi::Number::New(env, 0);
 }
 
 void InitRbd(Napi::Env env, Napi::Object exports) {
@@ -884,6 +911,7 @@ void InitRbd(Napi::Env env, Napi::Object exports) {
   exports.Set("rbdChannelClose", Napi::Function::New(env, RbdChannelClose, "rbdChannelClose"));
   exports.Set("rbdSubmit", Napi::Function::New(env, RbdSubmit, "rbdSubmit"));
   exports.Set("rbdReap", Napi::Function::New(env, RbdReap, "rbdReap"));
+  exports.Set("rbdClearNotify", Napi::Function::New(env, RbdClearNotify, "rbdClearNotify"));
 }
 
 }  // namespace vdx

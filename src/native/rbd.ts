@@ -68,8 +68,10 @@ export interface RbdShim {
   rbdChannelClose(channel: number): number;
   /** 0 or -errno; flags = zero_flags for WRITE_ZEROES */
   rbdSubmit(channel: number, op: number, slot: number, offset: number, len: number, iovAddr: number, niov: number, flags: number): number;
-  /** (slot, ret) pairs written to out; count or -errno */
+  /** (slot, ret) pairs written to out; count or -errno. No system call: safe to call on every pass. */
   rbdReap(channel: number, out: Int32Array): number;
+  /** Zero the eventfds behind notifyFd after it woke the reactor; 0 or -errno. */
+  rbdClearNotify(channel: number): number;
 }
 
 interface ShimError {
@@ -96,7 +98,7 @@ function toRbdError(e: unknown): unknown {
 }
 
 const ASYNC = ['rbdOpen', 'rbdClose', 'rbdSize', 'rbdResize', 'rbdWatch', 'rbdUnwatch'] as const;
-const ALL = [...ASYNC, 'rbdVersion', 'rbdChannelOpen', 'rbdChannelClose', 'rbdSubmit', 'rbdReap'] as const satisfies readonly (keyof RbdShim)[];
+const ALL = [...ASYNC, 'rbdVersion', 'rbdChannelOpen', 'rbdChannelClose', 'rbdSubmit', 'rbdReap', 'rbdClearNotify'] as const satisfies readonly (keyof RbdShim)[];
 
 let loaded: RbdShim | undefined;
 
@@ -127,6 +129,7 @@ export function loadRbd(): RbdShim {
     rbdChannelClose: fns.rbdChannelClose,
     rbdSubmit: fns.rbdSubmit,
     rbdReap: fns.rbdReap,
+    rbdClearNotify: fns.rbdClearNotify,
   }) as RbdShim;
   return loaded;
 }

@@ -73,7 +73,9 @@ describe('rbd bdev over vhost-user, QEMU 7.2 guest, host cluster', () => {
     await sh('rbd', ['import', '--no-progress', seedImg, 'rbd/vm1']);
 
     const conf = join(cephDir, 'ceph.conf');
-    const vdx = new VdxVhostUser({ bdev: () => `rbd:pool=rbd,image=vm1,conf=${conf},osd-op-timeout=${OSD_TIMEOUT_S}`, logName: 'vdx-rbd' });
+    // Two reactors, one queue each: two channels share the image handle, so
+    // completions one reactor reaps for the other are handed over (native/rbd.cc).
+    const vdx = new VdxVhostUser({ bdev: () => `rbd:pool=rbd,image=vm1,conf=${conf},osd-op-timeout=${OSD_TIMEOUT_S}`, logName: 'vdx-rbd', reactors: 2 });
     const socket = join(dir, 'vu.sock');
     await vdx.start({ socket, image: '', queues: 2 });
     let failTimes: number[] = [];
