@@ -1,20 +1,25 @@
 // A small libblkio load generator for vdx's benchmark: 4 KiB random reads or
-// writes at a fixed queue depth over one or more virtqueues, polling for
-// completions (so the client, not interrupts, sets the pace), and reports IOPS,
-// latency percentiles and its own CPU time as one JSON line.
+// writes at a fixed queue depth over one or more virtqueues, and reports IOPS,
+// latency percentiles and its own CPU time as one JSON line. MODE "poll" (the
+// default) spins on the rings, so the client, not interrupts, sets the pace;
+// "wait" sleeps until the daemon signals a completion, as an interrupt-driven
+// guest does (one queue: blocking blkioq_do_io; more: poll() on their
+// completion fds).
 //
 // libblkio is loaded with dlopen so this builds with the host's compiler and
 // runs inside the Debian 13 userland, where libblkio lives.
 //
-//   blkio-bench DRIVER PATH rw(read|write) qd queues seconds size_bytes
+//   blkio-bench DRIVER PATH rw(read|write) qd queues seconds size_bytes [poll|wait]
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 struct blkio;
 struct blkioq;
@@ -47,6 +52,8 @@ FN(struct blkioq *, blkio_get_queue, (struct blkio *, int));
 FN(void, blkioq_read, (struct blkioq *, uint64_t, void *, size_t, void *, uint32_t));
 FN(void, blkioq_write, (struct blkioq *, uint64_t, const void *, size_t, void *, uint32_t));
 FN(int, blkioq_do_io, (struct blkioq *, struct blkio_completion *, int, int, struct timespec *));
+FN(int, blkioq_get_completion_fd, (struct blkioq *));
+FN(void, blkioq_set_completion_fd_enabled, (struct blkioq *, _Bool));
 FN(const char *, blkio_get_error_msg, (void));
 
 static void die(const char *what, int rc) {
@@ -77,8 +84,13 @@ static int cmp_u32(const void *a, const void *b) {
 #define MAX_LAT (1 << 24)
 
 int main(int argc, char **argv) {
-  if (argc != 8) {
-    fprintf(stderr, "usage: blkio-bench DRIVER PATH read|write QD QUEUES SECONDS SIZE_BYTES\n");
+  if (argc != 8 && argc != 9) {
+    fprintf(stderr, "usage: blkio-bench DRIVER PATH read|write QD QUEUES SECONDS SIZE_BYTES [poll|wait]\n");
+    return 2;
+  }
+  int wait = argc == 9 && strcmp(argv[8], "wait") == 0;
+  if (argc == 9 && !wait && strcmp(argv[8], "poll") != 0) {
+    fprintf(stderr, "blkio-bench: mode '%s': use poll or wait\n", argv[8]);
     return 2;
   }
   const char *driver = argv[1], *path = argv[2];
@@ -102,6 +114,7 @@ int main(int argc, char **argv) {
   LOAD(blkio_create) LOAD(blkio_connect) LOAD(blkio_start) LOAD(blkio_destroy) LOAD(blkio_set_str)
   LOAD(blkio_set_int) LOAD(blkio_set_bool) LOAD(blkio_alloc_mem_region) LOAD(blkio_map_mem_region)
   LOAD(blkio_get_queue) LOAD(blkioq_read) LOAD(blkioq_write) LOAD(blkioq_do_io) LOAD(blkio_get_error_msg)
+  LOAD(blkioq_get_completion_fd) LOAD(blkioq_set_completion_fd_enabled)
 
   struct blkio *b;
   int rc;
@@ -118,6 +131,14 @@ int main(int argc, char **argv) {
 
   struct blkioq **qs = calloc(nq, sizeof *qs);
   for (int i = 0; i < nq; i++) qs[i] = blkio_get_queue(b, i);
+  struct pollfd *pfds = calloc(nq, sizeof *pfds);
+  if (wait && nq > 1) {
+    for (int i = 0; i < nq; i++) {
+      pfds[i].fd = blkioq_get_completion_fd(qs[i]);
+      pfds[i].events = POLLIN;
+      blkioq_set_completion_fd_enabled(qs[i], 1);
+    }
+  }
   uint64_t *started = calloc(slots, sizeof *started);
   uint32_t *lat = malloc(sizeof(uint32_t) * MAX_LAT);
   size_t nlat = 0;
@@ -138,9 +159,11 @@ int main(int argc, char **argv) {
   int stopping = 0;
   size_t outstanding = slots;
   while (outstanding > 0) {
+    int got = 0;
     for (int i = 0; i < nq; i++) {
-      int n = blkioq_do_io(qs[i], comps, 0, qd, NULL);
+      int n = blkioq_do_io(qs[i], comps, wait && nq == 1 ? 1 : 0, qd, NULL);
       if (n < 0) die("blkioq_do_io", n);
+      got += n;
       if (n == 0) continue;
       t = now_ns();
       for (int k = 0; k < n; k++) {
@@ -157,6 +180,16 @@ int main(int argc, char **argv) {
         if (write) blkioq_write(qs[i], off, (char *)region.addr + s * BS, BS, (void *)(uintptr_t)s, 0);
         else blkioq_read(qs[i], off, (char *)region.addr + s * BS, BS, (void *)(uintptr_t)s, 0);
       }
+    }
+    if (wait && nq > 1 && got == 0) {
+      // Nothing completed on any queue: sleep until one signals, and consume
+      // each signal before the next blkioq_do_io looks at its ring.
+      if (poll(pfds, nq, -1) < 0) die("poll", -1);
+      for (int i = 0; i < nq; i++) {
+        uint64_t v;
+        if ((pfds[i].revents & POLLIN) && read(pfds[i].fd, &v, sizeof v) < 0) die("read completion fd", -1);
+      }
+      t = now_ns();
     }
     if (!stopping && t >= end) {
       stopping = 1;

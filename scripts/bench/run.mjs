@@ -10,6 +10,9 @@
 // --memory adds resident memory with 2 reactors and 4 exports, all under load.
 // --no-matrix skips the libblkio matrix (only the guest parts run).
 // Narrow the matrix with --backends null,malloc --rws read --qds 1,32 --queues 1;
+// --clients poll,wait picks how the client waits for completions: "poll" spins
+// on the rings, "wait" sleeps until the daemon's interrupt, as a VM's guest does
+// (default: both for the remote backends, poll for the others);
 // the remote backends (rbd: a one-node Ceph cluster on 127.0.0.1 made by
 // scripts/ceph/cluster.sh; nbd: qemu-nbd on a unix socket) serve both peers from
 // the same image or export, and run at QD1/QD32 on one queue; `rbd bench` on the
@@ -44,6 +47,9 @@ const BACKENDS = list('backends', quick ? ['null', 'malloc'] : KNOWN_BACKENDS);
 const RWS = list('rws', quick ? ['read'] : ['read', 'write']);
 const QDS = list('qds', quick ? [1, 32] : [1, 32, 128]).map(Number);
 const QUEUES = list('queues', quick ? [1] : [1, 2]).map(Number);
+const KNOWN_CLIENTS = ['poll', 'wait'];
+const CLIENTS = opt('clients') === undefined ? undefined : opt('clients').split(',');
+for (const c of CLIENTS ?? []) if (!KNOWN_CLIENTS.includes(c)) throw new Error(`--clients: '${c}' is neither poll nor wait`);
 const VDX_ARGS = (opt('vdx-args') ?? '').split(' ').filter(Boolean);
 const BASE_ARGS = (opt('base-args') ?? opt('vdx-args') ?? '').split(' ').filter(Boolean);
 const AB = opt('ab') === undefined ? undefined : resolve(opt('ab'));
@@ -181,7 +187,7 @@ async function runOne(bin, peer, cfg) {
     await waitFor(socket, child);
     const t0 = ticks(child.pid);
     const s0 = performance.now();
-    const out = execFileSync(join(REPO, 'scripts/vm/in-userland.sh'), [bin, 'virtio-blk-vhost-user', socket, cfg.rw, String(cfg.qd), String(cfg.queues), String(SECONDS), String(SIZE)], {
+    const out = execFileSync(join(REPO, 'scripts/vm/in-userland.sh'), [bin, 'virtio-blk-vhost-user', socket, cfg.rw, String(cfg.qd), String(cfg.queues), String(SECONDS), String(SIZE), cfg.client], {
       encoding: 'utf8',
       timeout: (SECONDS + 30) * 1000,
     });
@@ -393,7 +399,9 @@ if (!args.includes('--no-matrix')) {
     // The remote rows are the issue's: QD1 and QD32 on one queue (unless narrowed further).
     const qds = REMOTE.has(backend) ? QDS.filter((q) => q <= 32) : QDS;
     const queues = REMOTE.has(backend) ? QUEUES.filter((q) => q === 1) : QUEUES;
-    for (const rw of RWS) for (const qd of qds) for (const q of queues) configs.push({ backend, rw, qd, queues: q });
+    // A remote store's latency is where an interrupt-driven guest and a polling one differ most.
+    const clients = CLIENTS ?? (REMOTE.has(backend) && !quick ? KNOWN_CLIENTS : ['poll']);
+    for (const client of clients) for (const rw of RWS) for (const qd of qds) for (const q of queues) configs.push({ backend, rw, qd, queues: q, client });
   }
 }
 process.on('exit', () => {
@@ -411,13 +419,13 @@ for (const cfg of configs) {
     // Alternate who goes first: this machine's noise drifts over seconds.
     const order = (round + configs.indexOf(cfg)) % 2 ? [OTHER, 'vdx'] : ['vdx', OTHER];
     for (const peer of order) {
-      progress(done, total, `${peer} ${cfg.backend} rand${cfg.rw} qd${cfg.qd} q${cfg.queues}`);
+      progress(done, total, `${peer} ${cfg.backend} rand${cfg.rw} qd${cfg.qd} q${cfg.queues} ${cfg.client}`);
       runs[peer].push(await runOne(bin, peer, cfg));
       done++;
     }
   }
   const med = (peer) => Object.fromEntries(['iops', 'p50_us', 'p99_us', 'client_cpu', 'daemon_cpu', 'daemon_rss_mib'].map((k) => [k, median(runs[peer].map((r) => r[k]))]));
-  results.push({ ...cfg, label: `${cfg.backend} rand${cfg.rw} qd${cfg.qd} q${cfg.queues}`, vdx: med('vdx'), [OTHER]: med(OTHER), runs });
+  results.push({ ...cfg, label: `${cfg.backend} rand${cfg.rw} qd${cfg.qd} q${cfg.queues}${cfg.client === 'poll' ? '' : ` ${cfg.client}`}`, vdx: med('vdx'), [OTHER]: med(OTHER), runs });
 }
 progress(total, total, 'done');
 const ceiling = {};
@@ -434,13 +442,13 @@ const O = NAMES[OTHER];
 const lines = configs.length === 0 ? [`# vdx guest benchmarks (${new Date().toISOString().slice(0, 16)}Z)`, ''] : [
   `# vdx vs ${AB ? NAMES.base : 'qemu-storage-daemon'} (${new Date().toISOString().slice(0, 16)}Z)`,
   '',
-  `libblkio client (virtio-blk-vhost-user, polling), 4 KiB random I/O, ${SECONDS} s per run, medians of ${ROUNDS} rounds, order alternated. vdx: 1 reactor${VDX_ARGS.length ? ` (${VDX_ARGS.join(' ')})` : ''}; ${AB ? `${O}: the same` : 'QSD 7.2: 1 iothread'}. CPU in cores; RSS is the daemon's peak resident memory: vdx's malloc disk (1 GiB, populated) counts in it, QSD's tmpfs file is page cache and does not.`,
+  `libblkio client (virtio-blk-vhost-user; client "poll" spins on the rings, "wait" sleeps until the daemon's interrupt), 4 KiB random I/O, ${SECONDS} s per run, medians of ${ROUNDS} rounds, order alternated. vdx: 1 reactor${VDX_ARGS.length ? ` (${VDX_ARGS.join(' ')})` : ''}; ${AB ? `${O}: the same` : 'QSD 7.2: 1 iothread'}. CPU in cores; RSS is the daemon's peak resident memory: vdx's malloc disk (1 GiB, populated) counts in it, QSD's tmpfs file is page cache and does not.`,
   '',
-  `| backend | rw | QD | queues | vdx IOPS | ${O} IOPS | vdx/${O} | vdx p50/p99 µs | ${O} p50/p99 µs | p50 ratio | vdx CPU | ${O} CPU | client CPU | vdx RSS MiB | ${O} RSS MiB |`,
-  '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+  `| backend | client | rw | QD | queues | vdx IOPS | ${O} IOPS | vdx/${O} | vdx p50/p99 µs | ${O} p50/p99 µs | p50 ratio | vdx CPU | ${O} CPU | client CPU | vdx RSS MiB | ${O} RSS MiB |`,
+  '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ...results.map((r) => {
     const o = r[OTHER];
-    return `| ${r.backend} | rand${r.rw} | ${r.qd} | ${r.queues} | ${fmt(r.vdx.iops)} | ${fmt(o.iops)} | ${fmt(r.vdx.iops / o.iops, 2)} | ${fmt(r.vdx.p50_us, 1)} / ${fmt(r.vdx.p99_us, 1)} | ${fmt(o.p50_us, 1)} / ${fmt(o.p99_us, 1)} | ${fmt(r.vdx.p50_us / o.p50_us, 2)} | ${fmt(r.vdx.daemon_cpu, 2)} | ${fmt(o.daemon_cpu, 2)} | ${fmt(r.vdx.client_cpu, 2)} | ${fmt(r.vdx.daemon_rss_mib)} | ${fmt(o.daemon_rss_mib)} |`;
+    return `| ${r.backend} | ${r.client} | rand${r.rw} | ${r.qd} | ${r.queues} | ${fmt(r.vdx.iops)} | ${fmt(o.iops)} | ${fmt(r.vdx.iops / o.iops, 2)} | ${fmt(r.vdx.p50_us, 1)} / ${fmt(r.vdx.p99_us, 1)} | ${fmt(o.p50_us, 1)} / ${fmt(o.p99_us, 1)} | ${fmt(r.vdx.p50_us / o.p50_us, 2)} | ${fmt(r.vdx.daemon_cpu, 2)} | ${fmt(o.daemon_cpu, 2)} | ${fmt(r.vdx.client_cpu, 2)} | ${fmt(r.vdx.daemon_rss_mib)} | ${fmt(o.daemon_rss_mib)} |`;
   }),
   '',
 ];
@@ -454,18 +462,23 @@ function addSection(md, jsonName, data) {
   writeFileSync(join(OUT, jsonName), `${JSON.stringify(data, null, 2)}\n`);
 }
 if (Object.keys(ceiling).length > 0) {
-  const row = (key) => results.find((r) => r.backend === 'rbd' && `rand${r.rw} qd${r.qd}` === key);
+  const row = (key, client) => results.find((r) => r.backend === 'rbd' && r.client === client && `rand${r.rw} qd${r.qd}` === key);
+  const clients = [...new Set(results.filter((r) => r.backend === 'rbd').map((r) => r.client))];
   addSection(
     [
       '## rbd: vdx against the store\'s own ceiling',
       '',
-      `\`rbd bench\` (librbd, 4 KiB random, --io-threads = QD) on the same image of the one-node cluster (memstore OSD on this machine), medians of ${ROUNDS}; vdx from the table above (libblkio client through vhost-user).`,
+      `\`rbd bench\` (librbd, 4 KiB random, --io-threads = QD) on the same image of the one-node cluster (memstore OSD on this machine), medians of ${ROUNDS}; vdx and QSD from the table above (libblkio client through vhost-user), per client mode.`,
       '',
-      '| I/O | rbd bench IOPS | vdx IOPS | vdx / rbd bench | QSD IOPS | vdx RSS MiB (one rbd bdev) |',
-      '|---|---|---|---|---|---|',
+      `| I/O | rbd bench IOPS | ${clients.map((c) => `vdx IOPS (${c}) | vdx / rbd bench (${c}) | QSD IOPS (${c})`).join(' | ')} | vdx RSS MiB (one rbd bdev) |`,
+      `|---|---|${clients.map(() => '---|---|---|').join('')}---|`,
       ...Object.entries(ceiling).map(([k, v]) => {
-        const r = row(k);
-        return `| ${k} | ${fmt(v)} | ${r ? fmt(r.vdx.iops) : '-'} | ${r ? fmt(r.vdx.iops / v, 2) : '-'} | ${r && r[OTHER] ? fmt(r[OTHER].iops) : '-'} | ${r ? fmt(r.vdx.daemon_rss_mib) : '-'} |`;
+        const cells = clients.map((c) => {
+          const r = row(k, c);
+          return r ? `${fmt(r.vdx.iops)} | ${fmt(r.vdx.iops / v, 2)} | ${r[OTHER] ? fmt(r[OTHER].iops) : '-'}` : '- | - | -';
+        });
+        const any = clients.map((c) => row(k, c)).find(Boolean);
+        return `| ${k} | ${fmt(v)} | ${cells.join(' | ')} | ${any ? fmt(any.vdx.daemon_rss_mib) : '-'} |`;
       }),
     ],
     'rbd-ceiling.json',
