@@ -4,7 +4,8 @@
 // (16-byte header, 4 KiB data, 1-byte status, as Linux and libblkio lay them
 // out), and only vdx's device calls are timed: pop (walk + map the chain),
 // push (used entry) and publish (interrupt decision). Alternates the layouts,
-// medians. Needs `npm run build`.
+// medians; "split+inflight" is a split ring keeping a vhost-user in-flight
+// region (what a QEMU with INFLIGHT_SHMFD gets). Needs `npm run build`.
 //
 //   node scripts/bench/rings.mjs [rounds=9] [batches=20000]
 import { dirname, join, resolve } from 'node:path';
@@ -13,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const { GuestMemory, SEG_STRIDE } = await import(join(REPO, 'dist/virtio/memory.js'));
 const { SplitRing } = await import(join(REPO, 'dist/virtio/split-ring.js'));
+const { SplitInflight, inflightSplitStride, recoverSplit } = await import(join(REPO, 'dist/virtio/inflight.js'));
 const { PackedRing, VRING_PACKED_DESC_F_AVAIL: AVAIL, VRING_PACKED_DESC_F_USED: USED } = await import(join(REPO, 'dist/virtio/packed-ring.js'));
 const NEXT = 1;
 const WRITE = 2;
@@ -38,11 +40,17 @@ function writeDesc(dv, at, addr, len, u16a, u16b) {
   dv.setUint16(at + 14, u16b, true);
 }
 
-function splitBench() {
+function splitBench(tracked) {
   const { dv, mem } = memory();
   const avail = 16 * SIZE;
   const used = 8192;
-  const ring = new SplitRing(mem, { size: SIZE, desc: { window: 0, offset: 0 }, avail: { window: 0, offset: avail }, used: { window: 0, offset: used } }, true, true);
+  let tracking;
+  if (tracked) {
+    const region = new ArrayBuffer(inflightSplitStride(SIZE));
+    recoverSplit(region, 0, SIZE, SIZE, 0);
+    tracking = { inflight: new SplitInflight(region, 0, SIZE, 0), resubmit: [] };
+  }
+  const ring = new SplitRing(mem, { size: SIZE, desc: { window: 0, offset: 0 }, avail: { window: 0, offset: avail }, used: { window: 0, offset: used } }, true, true, 0, 0, tracking);
   // Chains are fixed: head h uses descriptors 3h..3h+2 (85 chains fit in 256).
   const heads = Math.floor(SIZE / 3);
   for (let h = 0; h < heads; h++) {
@@ -102,17 +110,19 @@ function packedBench() {
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 const segs = new Float64Array(SEG_STRIDE * 64);
-const runs = { split: [], packed: [] };
-const benches = { split: splitBench(), packed: packedBench() };
+const runs = { split: [], 'split+inflight': [], packed: [] };
+const benches = { split: splitBench(false), 'split+inflight': splitBench(true), packed: packedBench() };
 for (const b of Object.values(benches)) for (let i = 0; i < batches; i++) b(segs); // warm up (JIT)
 for (let r = 0; r < rounds; r++) {
-  for (const name of r % 2 ? ['packed', 'split'] : ['split', 'packed']) {
+  const names = Object.keys(benches);
+  for (const name of r % 2 ? names.reverse() : names) {
     let ms = 0;
     for (let i = 0; i < batches; i++) ms += benches[name](segs);
     runs[name].push((ms * 1e6) / (batches * BATCH));
   }
 }
 const s = median(runs.split);
+const t = median(runs['split+inflight']);
 const p = median(runs.packed);
-process.stdout.write(`device-side ns per request (pop + push + publish), medians of ${rounds}: split ${s.toFixed(1)}, packed ${p.toFixed(1)}, packed/split ${(p / s).toFixed(2)}\n`);
-process.stdout.write(`${JSON.stringify({ split: runs.split.map((x) => +x.toFixed(1)), packed: runs.packed.map((x) => +x.toFixed(1)) })}\n`);
+process.stdout.write(`device-side ns per request (pop + push + publish), medians of ${rounds}: split ${s.toFixed(1)}, split+inflight ${t.toFixed(1)} (+${(t - s).toFixed(1)}), packed ${p.toFixed(1)}, packed/split ${(p / s).toFixed(2)}\n`);
+process.stdout.write(`${JSON.stringify(Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, v.map((x) => +x.toFixed(1))])))}\n`);

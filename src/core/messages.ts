@@ -24,6 +24,12 @@ export interface QueueSpec {
    *  (packed: index | wrap counter << 15 for each) */
   lastAvail: number;
   usedIdx: number;
+  /**
+   * Split rings with a vhost-user in-flight region: this queue's part of it
+   * (mapped by the main thread), the heads to run again first (oldest first)
+   * and the fetch counter to continue from (virtio/inflight.ts).
+   */
+  inflight?: { addr: number; descNum: number; resubmit: number[]; nextCounter: number };
   /** -1: no kick fd, poll the ring */
   kickFd: number;
   /** -1: never interrupt */

@@ -9,6 +9,7 @@ import type { NativeShim } from '../native/index.js';
 import { BlkQueue } from '../virtio/blk.js';
 import { IoClock } from '../virtio/blk-counters.js';
 import { IotlbMapper } from './iotlb.js';
+import { inflightSplitStride, SplitInflight } from '../virtio/inflight.js';
 import { GuestMemory } from '../virtio/memory.js';
 import { PackedRing } from '../virtio/packed-ring.js';
 import { SplitRing } from '../virtio/split-ring.js';
@@ -358,6 +359,10 @@ export class Reactor {
           s.indirect,
           s.lastAvail,
           s.usedIdx,
+          s.inflight && {
+            inflight: new SplitInflight(this.native.viewAddress(s.inflight.addr, inflightSplitStride(s.inflight.descNum)), 0, s.inflight.descNum, s.inflight.nextCounter),
+            resubmit: s.inflight.resubmit,
+          },
         );
     const chanKey = s.bdev.info.name;
     let c = this.channels.get(chanKey);

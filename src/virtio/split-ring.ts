@@ -10,6 +10,7 @@ import {
   VRING_USED_F_NO_NOTIFY,
 } from './constants.js';
 import { DESC_SIZE, findIndirectTable, mapDataDescriptor, type IndirectTable } from './descriptor.js';
+import type { SplitInflight } from './inflight.js';
 import type { GuestMemory } from './memory.js';
 import type { Virtqueue } from './virtqueue.js';
 
@@ -66,6 +67,11 @@ export class SplitRing implements Virtqueue {
   /** why the ring is unusable; set once, never cleared */
   broken: string | undefined;
   private readonly table: IndirectTable = { window: 0, offset: 0, entries: 0 };
+  /** the in-flight region (vhost-user INFLIGHT_SHMFD), kept on every fetch and publish */
+  private readonly inflight: SplitInflight | undefined;
+  /** heads a previous daemon left in flight, served before the avail ring */
+  private readonly resubmit: Uint16Array;
+  private resubmitAt = 0;
 
   constructor(
     private readonly mem: GuestMemory,
@@ -76,6 +82,7 @@ export class SplitRing implements Virtqueue {
     base = 0,
     /** used index already published (equal to base on a fresh or cleanly stopped ring) */
     usedBase = base,
+    tracking?: { inflight: SplitInflight; resubmit: readonly number[] },
   ) {
     const bad = checkSplitLayout(mem, layout);
     if (bad) throw new RangeError(bad);
@@ -92,11 +99,13 @@ export class SplitRing implements Virtqueue {
     this.lastAvail = base & 0xffff;
     this.usedIdx = usedBase & 0xffff;
     this.publishedUsed = this.usedIdx;
+    this.inflight = tracking?.inflight;
+    this.resubmit = Uint16Array.from(tracking?.resubmit ?? []);
   }
 
   /** Something new in the avail ring? (cheap; used to decide whether to keep polling) */
   availPending(): boolean {
-    return Atomics.load(this.avail, 1) !== this.lastAvail;
+    return this.resubmitAt < this.resubmit.length || Atomics.load(this.avail, 1) !== this.lastAvail;
   }
 
   /** Number of heads the driver has made available beyond lastAvail, or BROKEN. */
@@ -112,6 +121,8 @@ export class SplitRing implements Virtqueue {
   /** Pop the next head: a descriptor index, NO_HEAD when empty, or BROKEN. */
   nextAvail(): number {
     if (this.broken !== undefined) return BROKEN;
+    // Inherited heads keep their fetch stamps: their order survives another crash.
+    if (this.resubmitAt < this.resubmit.length) return this.resubmit[this.resubmitAt++]!;
     const n = this.availCount();
     if (n <= 0) return n === 0 ? NO_HEAD : BROKEN;
     const head = this.avail[2 + (this.lastAvail & this.mask)]!;
@@ -120,6 +131,7 @@ export class SplitRing implements Virtqueue {
       return BROKEN;
     }
     this.lastAvail = (this.lastAvail + 1) & 0xffff;
+    this.inflight?.fetched(head);
     return head;
   }
 
@@ -190,6 +202,7 @@ export class SplitRing implements Virtqueue {
     this.usedEntries[1 + 2 * slot] = head;
     this.usedEntries[2 + 2 * slot] = lenBytes;
     this.usedIdx = (this.usedIdx + 1) & 0xffff;
+    this.inflight?.pushed(head);
   }
 
   /**
@@ -204,6 +217,7 @@ export class SplitRing implements Virtqueue {
     // we read used_event below (a full barrier on x86).
     Atomics.store(this.usedHdr, 1, now);
     this.publishedUsed = now;
+    this.inflight?.published(old, now);
     if (this.eventIdx) {
       const usedEvent = Atomics.load(this.avail, 2 + this.size);
       return ((now - usedEvent - 1) & 0xffff) < ((now - old) & 0xffff);

@@ -2,12 +2,12 @@
 // 7.2, nbdkit 1.32) on unix sockets and 127.0.0.1: one guest boot, several
 // phases, the host killing, restarting and failing servers when the guest asks.
 import type { ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { NbdServer, freePort } from './nbd-servers.js';
-import { LOG_DIR, REPO, exited, expectGuestOk, killTracked, recordTiming, runGuest, spawnTracked, waitForPath } from './vm.js';
+import { LOG_DIR, REPO, exited, expectGuestOk, killTracked, recordTiming, runGuest, serveRequests, spawnTracked, waitForPath } from './vm.js';
 
 afterEach(() => killTracked());
 
@@ -26,20 +26,6 @@ function image(name: string, sizeBytes: number): string {
   writeFileSync(p, '');
   truncateSync(p, sizeBytes);
   return p;
-}
-
-/** Answer the guest's req-NAME files by running actions[NAME], then writing ack-NAME. */
-async function serveRequests(runDir: string, stop: AbortSignal, actions: Record<string, () => Promise<void>>): Promise<void> {
-  const done = new Set<string>();
-  while (!stop.aborted) {
-    for (const [name, act] of Object.entries(actions)) {
-      if (done.has(name) || !existsSync(join(runDir, `req-${name}`))) continue;
-      done.add(name);
-      await act();
-      writeFileSync(join(runDir, `ack-${name}`), '');
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 describe('nbd bdev over vhost-user, QEMU 7.2 guest', () => {

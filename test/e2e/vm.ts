@@ -276,3 +276,17 @@ export function recordTiming(name: string, durationMs: number): void {
 export function readText(path: string): string {
   return readFileSync(path, 'utf8');
 }
+
+/** Answer the guest's req-NAME files by running actions[NAME], then writing ack-NAME. */
+export async function serveRequests(runDir: string, stop: AbortSignal, actions: Record<string, () => Promise<void>>): Promise<void> {
+  const done = new Set<string>();
+  while (!stop.aborted) {
+    for (const [name, act] of Object.entries(actions)) {
+      if (done.has(name) || !existsSync(join(runDir, `req-${name}`))) continue;
+      done.add(name);
+      await act();
+      writeFileSync(join(runDir, `ack-${name}`), '');
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

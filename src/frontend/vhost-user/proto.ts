@@ -100,6 +100,8 @@ rule(Req.GET_MAX_MEM_SLOTS, 0, 0);
 rule(Req.ADD_MEM_REG, 40, 1);
 rule(Req.REM_MEM_REG, 40, -1);
 rule(Req.SET_STATUS, 8, 0);
+rule(Req.GET_INFLIGHT_FD, 24, 0);
+rule(Req.SET_INFLIGHT_FD, 24, 1);
 rule(Req.GET_STATUS, 0, 0);
 
 export interface Hdr {

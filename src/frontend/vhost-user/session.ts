@@ -7,6 +7,7 @@ import type { QueueCounterSource, QueueHost, QueuePlacer } from '../../core/reac
 import type { QueueSpec } from '../../core/messages.js';
 import type { FdWatcher, Mapping, NativeShim } from '../../native/index.js';
 import { readMappedU16 } from '../../native/index.js';
+import { inflightSplitStride, recoverSplit } from '../../virtio/inflight.js';
 import type { BdevDesc } from '../../bdev/types.js';
 import type { BlkParams } from '../../virtio/blk.js';
 import {
@@ -29,6 +30,7 @@ import {
   VHOST_USER_PROTOCOL_F_BACKEND_REQ,
   VHOST_USER_PROTOCOL_F_CONFIG,
   VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS,
+  VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD,
   VHOST_USER_PROTOCOL_F_MQ,
   VHOST_USER_PROTOCOL_F_REPLY_ACK,
   VHOST_USER_PROTOCOL_F_RESET_DEVICE,
@@ -53,6 +55,7 @@ export const PROTOCOL_FEATURES =
   bit(VHOST_USER_PROTOCOL_F_CONFIG) |
   bit(VHOST_USER_PROTOCOL_F_RESET_DEVICE) |
   bit(VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS) |
+  bit(VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD) |
   bit(VHOST_USER_PROTOCOL_F_STATUS);
 
 /** ADD_MEM_REG slots we accept (QEMU caps what it uses at this). */
@@ -73,6 +76,16 @@ export interface SessionContext {
   config: Uint8Array;
   /** I/O counter buffers, one per queue index for the export's life; absent: counted privately */
   counters?: QueueCounterSource;
+}
+
+/** The in-flight region the front-end keeps for us across our restarts (SET_INFLIGHT_FD). */
+interface InflightMap {
+  map: Mapping;
+  mapLen: number;
+  /** where the queues' parts start in the mapping */
+  offset: number;
+  numQueues: number;
+  queueSize: number;
 }
 
 interface MemRegion extends MemRegionMsg {
@@ -116,6 +129,7 @@ export class VhostUserSession {
   private protocolFeatures = 0n;
   private status = 0;
   private regions: MemRegion[] = [];
+  private inflight: InflightMap | undefined;
   private memGeneration = 0;
   private readonly vrings: Vring[];
   private readonly backend: BackendChannel;
@@ -360,6 +374,12 @@ export class VhostUserSession {
         else await this.stopRing(index);
         return false;
       }
+      case Req.GET_INFLIGHT_FD:
+        this.getInflightFd(v);
+        return true;
+      case Req.SET_INFLIGHT_FD:
+        this.setInflightFd(v, m.fds[0]!);
+        return false;
       case Req.GET_CONFIG: {
         const { offset, size } = this.configRange(v, m.hdr.size);
         const out = new Uint8Array(12 + size);
@@ -551,6 +571,9 @@ export class VhostUserSession {
     const used = this.uvaToHost(a.used, packed ? 4 : 6 + 8 * q.num);
     if (desc < 0 || avail < 0 || used < 0) throw new Error(`queue ${index}: ring addresses are outside the memory table`);
     const id = this.queueId(index);
+    const usedIdx = packed ? q.base >>> 16 : readMappedU16(this.regions.map((r) => r.map), used + 2);
+    if (usedIdx === undefined) throw new Error(`queue ${index}: used ring is outside the memory table`);
+    const resume = packed ? undefined : this.recoverQueue(index, q.num, usedIdx);
     const spec: QueueSpec = {
       id,
       device: `${this.ctx.name}#${this.serial}`,
@@ -562,8 +585,9 @@ export class VhostUserSession {
       usedAddr: used,
       eventIdx: (this.features & bit(VIRTIO_RING_F_EVENT_IDX_BIT)) !== 0n,
       indirect: (this.features & bit(VIRTIO_RING_F_INDIRECT_DESC_BIT)) !== 0n,
-      lastAvail: packed ? q.base & 0xffff : q.base,
-      usedIdx: packed ? q.base >>> 16 : readMappedU16(this.regions.map((r) => r.map), used + 2) ?? 0,
+      lastAvail: packed ? q.base & 0xffff : (resume?.lastAvail ?? q.base),
+      usedIdx,
+      ...(resume ? { inflight: resume.inflight } : {}),
       kickFd: q.kickFd,
       callFd: q.callFd >= 0 ? q.callFd : -1,
       bdev: this.ctx.bdev,
@@ -580,11 +604,108 @@ export class VhostUserSession {
       throw e;
     }
     q.running = { reactor, id };
-    this.log.info({ queue: index, size: q.num, packed, reactor: reactor.index, base: q.base }, 'queue started');
+    // One interrupt at every start, as libvhost-user gives on SET_VRING_CALL:
+    // completions published just before a previous daemon died, and drivers
+    // that wait for a signal after a reconnect, are seen now.
+    if (q.callFd >= 0) this.ctx.native.eventfdWrite(q.callFd, 1);
+    const lastAvail = resume?.lastAvail ?? q.base;
+    if (resume && resume.inherited) {
+      this.log.info({ queue: index, usedIdx, lastAvail, resubmitted: resume.inflight.resubmit.length }, 'queue resumed from the in-flight region');
+    }
+    this.log.info({ queue: index, size: q.num, packed, reactor: reactor.index, base: lastAvail }, 'queue started');
     if (this.configStale && this.backend.open) {
       this.configStale = false;
       if (this.backend.configChanged()) this.log.info('config change sent to the front-end (its config may predate this session)');
     }
+  }
+
+  // ------------------------------------------------------------- in-flight region
+
+  /**
+   * GET_INFLIGHT_FD: a fresh zeroed region for num_queues queues of
+   * queue_size descriptors (libvhost-user's layout, virtio/inflight.ts). Packed
+   * rings get none (mmap_size 0, which QEMU takes as "no tracking"): vdx does
+   * not track them yet, so they do not survive a restart.
+   */
+  private getInflightFd(v: DataView): void {
+    const numQueues = v.getUint16(16, true);
+    const queueSize = v.getUint16(18, true);
+    const out = new Uint8Array(24);
+    const ov = new DataView(out.buffer);
+    if (this.packed()) {
+      this.reply(Req.GET_INFLIGHT_FD, out);
+      return;
+    }
+    this.checkInflightShape(numQueues, queueSize);
+    const bytes = numQueues * inflightSplitStride(queueSize);
+    const n = this.ctx.native;
+    const fd = n.memfdCreate(`vdx-inflight-${this.ctx.name}`, n.MFD_CLOEXEC);
+    try {
+      n.ftruncate(fd, bytes);
+      ov.setBigUint64(0, BigInt(bytes), true);
+      ov.setBigUint64(8, 0n, true);
+      ov.setUint16(16, numQueues, true);
+      ov.setUint16(18, queueSize, true);
+      this.reply(Req.GET_INFLIGHT_FD, out, [fd]);
+    } finally {
+      // The front-end holds it now and sends it back with SET_INFLIGHT_FD.
+      n.close(fd);
+    }
+  }
+
+  private checkInflightShape(numQueues: number, queueSize: number): void {
+    if (numQueues < 1 || numQueues > this.vrings.length) throw new Error(`in-flight region for ${numQueues} queues; the device has ${this.vrings.length}`);
+    if (queueSize < 1 || queueSize > 32768 || (queueSize & (queueSize - 1)) !== 0) throw new Error(`in-flight queue size ${queueSize} is not a power of two in 1..32768`);
+  }
+
+  /** SET_INFLIGHT_FD: map the region (ours from GET, or a previous daemon's). */
+  private setInflightFd(v: DataView, fd: number): void {
+    const n = this.ctx.native;
+    let map: Mapping;
+    let mapLen: number;
+    let offset: number;
+    const numQueues = v.getUint16(16, true);
+    const queueSize = v.getUint16(18, true);
+    try {
+      if (this.packed()) throw new Error('in-flight tracking of packed rings is not supported');
+      if (this.vrings.some((q) => q.running)) throw new Error('SET_INFLIGHT_FD while queues are running');
+      this.checkInflightShape(numQueues, queueSize);
+      const size = readU64Big(v, 0);
+      const off = readU64Big(v, 8);
+      const need = BigInt(numQueues * inflightSplitStride(queueSize));
+      if (size < need) throw new Error(`in-flight region of ${size} bytes; ${numQueues} queues of ${queueSize} need ${need}`);
+      if (size > need * 2n || off > 1n << 30n) throw new Error(`in-flight region of ${size} bytes at offset ${off} is not one vdx would make`);
+      offset = Number(off);
+      mapLen = offset + Number(size);
+      map = n.mmap(fd, 0, mapLen, n.PROT_READ | n.PROT_WRITE, n.MAP_SHARED);
+    } finally {
+      n.close(fd);
+    }
+    this.dropInflight();
+    this.inflight = { map, mapLen, offset, numQueues, queueSize };
+  }
+
+  /**
+   * Where queue `index` resumes, from its part of the in-flight region and
+   * the used index the driver sees: requests a previous daemon left in flight
+   * run again, oldest first, before new ones. undefined without a region.
+   * A region that cannot be trusted refuses the queue (nothing is resubmitted).
+   */
+  private recoverQueue(index: number, vringNum: number, usedIdx: number): { lastAvail: number; inherited: boolean; inflight: NonNullable<QueueSpec['inflight']> } | undefined {
+    const r = this.inflight;
+    if (!r) return undefined;
+    if (index >= r.numQueues) throw new Error(`queue ${index} has no part in the in-flight region (${r.numQueues} queues)`);
+    const at = r.offset + index * inflightSplitStride(r.queueSize);
+    const rec = recoverSplit(r.map.buffer, at, r.queueSize, vringNum, usedIdx);
+    if (typeof rec === 'string') throw new Error(`queue ${index}: ${rec}; the queue is not started`);
+    return { lastAvail: rec.lastAvail, inherited: rec.inherited, inflight: { addr: r.map.addr + at, descNum: r.queueSize, resubmit: rec.resubmit, nextCounter: rec.nextCounter } };
+  }
+
+  private dropInflight(): void {
+    const r = this.inflight;
+    if (!r) return;
+    this.inflight = undefined;
+    this.ctx.native.munmap(r.map.buffer, r.map.addr, r.mapLen);
   }
 
   private async stopRing(index: number): Promise<void> {
@@ -612,6 +733,8 @@ export class VhostUserSession {
       for (const fd of [q.kickFd, q.callFd, q.errFd]) if (fd >= 0) this.ctx.native.close(fd);
     }
     this.vrings.forEach((_, i) => (this.vrings[i] = this.freshVring()));
+    // A reset abandons what was in flight; the front-end asks for a new region (QEMU frees its own).
+    this.dropInflight();
     this.status = 0;
   }
 
@@ -633,11 +756,11 @@ export class VhostUserSession {
 
   // ------------------------------------------------------------- replies
 
-  private reply(req: number, payload: Uint8Array): void {
+  private reply(req: number, payload: Uint8Array, fds: number[] = []): void {
     const buf = new Uint8Array(VHOST_USER_HDR_SIZE + payload.length);
     encodeHdr(new DataView(buf.buffer), req, payload.length);
     buf.set(payload, VHOST_USER_HDR_SIZE);
-    const rc = this.ctx.native.sendMsg(this.fd, buf, 0, buf.length, []);
+    const rc = this.ctx.native.sendMsg(this.fd, buf, 0, buf.length, fds);
     if (rc !== buf.length) this.fail(`reply to ${REQ_NAMES[req]} failed (${rc})`);
   }
 
@@ -686,6 +809,7 @@ export class VhostUserSession {
     for (const q of this.vrings) for (const fd of [q.kickFd, q.callFd, q.errFd]) if (fd >= 0) this.ctx.native.close(fd);
     for (const r of this.regions) this.unmapRegion(r);
     this.regions = [];
+    this.dropInflight();
     this.backend.close();
     this.ctx.native.close(this.fd);
   }

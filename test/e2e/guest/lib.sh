@@ -17,6 +17,12 @@ wait_until() {
   done
 }
 
+# ask NAME: have the host do NAME (vm.ts serveRequests) and wait until it says done.
+ask() {
+  touch "$VDX_RUN/req-$1"
+  wait_until "${2:-60}" test -e "$VDX_RUN/ack-$1" || fail "host did not do $1"
+}
+
 # Files with random content, a nested directory and a hard-to-compress size,
 # written to a fresh ext4 on DEV; their checksums are kept in /tmp/fs.sums.
 fs_write() {

@@ -7,10 +7,6 @@
 #                                works after SIGCONT; then killed for good: I/O fails after reconnect-timeout
 . "$VDX_SRC/test/e2e/guest/lib.sh"
 
-ask() { # ask NAME: have the host do NAME and wait until it says done
-  touch "$VDX_RUN/req-$1"
-  wait_until 60 test -e "$VDX_RUN/ack-$1" || fail "host did not do $1"
-}
 fio_verify() { # fio_verify DEV SIZE
   fio --name=verify --filename="$1" --rw=randrw --bs=4k --size="$2" --ioengine=libaio --iodepth=16 \
     --direct=1 --verify=crc32c --verify_fatal=1 --do_verify=1 --randrepeat=0 --output-format=terse --terse-version=3 \
