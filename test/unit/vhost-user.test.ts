@@ -119,12 +119,17 @@ class Front {
     expect(native.sendMsg(this.fd, b, 0, b.length, fds)).toBe(b.length);
   }
   /** Next reply, or 'closed' when the session hung up. */
+  /** fds that came with the last reply */
+  lastFds: number[] = [];
   async recv(timeoutMs = 2000): Promise<{ req: number; flags: number; payload: DataView } | 'closed'> {
     let got = 0;
+    this.lastFds = [];
     const end = Date.now() + timeoutMs;
     let need = 12;
     while (got < need) {
       const n = native.recvMsg(this.fd, this.rx, got, need - got, this.fds);
+      for (let i = 0; i < this.fds[0]!; i++) this.lastFds.push(this.fds[1 + i]!);
+      this.fds[0] = 0;
       if (n === 0) return 'closed';
       if (n === -E.EAGAIN) {
         if (Date.now() > end) throw new Error('no reply');
@@ -223,6 +228,51 @@ describe('vhost-user session over a socketpair', () => {
       await s.done;
     });
   }
+
+  const inflightReq = (numQueues: number, queueSize: number, size = 0n, offset = 0n) => {
+    const b = new Uint8Array(24);
+    const v = new DataView(b.buffer);
+    v.setBigUint64(0, size, true);
+    v.setBigUint64(8, offset, true);
+    v.setUint16(16, numQueues, true);
+    v.setUint16(18, queueSize, true);
+    return b;
+  };
+
+  test('GET_INFLIGHT_FD: a zeroed memfd sized for the queues; a shape it cannot track gets "no region", never silence', async () => {
+    const { front } = start();
+    front.send(Req.GET_INFLIGHT_FD, inflightReq(2, 128));
+    let r = await front.recv();
+    if (r === 'closed') throw new Error('closed');
+    expect(r.payload.getBigUint64(0, true)).toBe(2n * 2112n);
+    expect(r.payload.getUint16(16, true)).toBe(2);
+    expect(r.payload.getUint16(18, true)).toBe(128);
+    expect(front.lastFds.length).toBe(1);
+    const m = native.mmap(front.lastFds[0]!, 0, 2 * 2112, native.PROT_READ, native.MAP_SHARED);
+    expect(new Uint8Array(m.buffer).every((x) => x === 0)).toBe(true);
+    native.munmap(m.buffer, m.addr, 2 * 2112);
+    native.close(front.lastFds[0]!);
+    for (const [nq, qs] of [[3, 128], [2, 100], [0, 128]] as const) {
+      front.send(Req.GET_INFLIGHT_FD, inflightReq(nq, qs));
+      r = await front.recv();
+      if (r === 'closed') throw new Error('closed');
+      expect(r.payload.getBigUint64(0, true)).toBe(0n);
+      expect(front.lastFds.length).toBe(0);
+    }
+  });
+
+  test('SET_INFLIGHT_FD with a region too small for its queues is refused (no ring starts on a guess), and the session goes on', async () => {
+    const { front, s } = start();
+    front.send(Req.SET_PROTOCOL_FEATURES, u64(bit(VHOST_USER_PROTOCOL_F_REPLY_ACK)));
+    const memfd = native.memfdCreate('inflight', 0);
+    native.ftruncate(memfd, 4096);
+    front.send(Req.SET_INFLIGHT_FD, inflightReq(2, 128, 2112n), [memfd], 1 | VHOST_USER_NEED_REPLY_MASK);
+    native.close(memfd);
+    const r = await front.recv();
+    expect(r !== 'closed' && r.payload.getBigUint64(0, true)).toBe(1n);
+    expect((s as unknown as { inflightRefused?: string }).inflightRefused).toMatch(/2112 bytes; 2 queues of 128 need 4224/);
+    expect(await front.u64(Req.GET_QUEUE_NUM)).toBe(2n); // the session goes on
+  });
 
   test('a queue index that does not exist is refused and its fd closed', async () => {
     const { front } = start();

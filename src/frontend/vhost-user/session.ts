@@ -130,6 +130,8 @@ export class VhostUserSession {
   private status = 0;
   private regions: MemRegion[] = [];
   private inflight: InflightMap | undefined;
+  /** set while the front-end's last SET_INFLIGHT_FD could not be used */
+  private inflightRefused: string | undefined;
   private memGeneration = 0;
   private readonly vrings: Vring[];
   private readonly backend: BackendChannel;
@@ -636,10 +638,18 @@ export class VhostUserSession {
       this.reply(Req.GET_INFLIGHT_FD, out);
       return;
     }
-    this.checkInflightShape(numQueues, queueSize);
-    const bytes = numQueues * inflightSplitStride(queueSize);
     const n = this.ctx.native;
-    const fd = n.memfdCreate(`vdx-inflight-${this.ctx.name}`, n.MFD_CLOEXEC);
+    let fd: number;
+    try {
+      this.checkInflightShape(numQueues, queueSize);
+      fd = n.memfdCreate(`vdx-inflight-${this.ctx.name}`, n.MFD_CLOEXEC);
+    } catch (e) {
+      // QEMU waits for this reply with no timeout: answer "no region" rather than nothing.
+      this.log.warn(`GET_INFLIGHT_FD: ${(e as Error).message}; the rings run without in-flight tracking`);
+      this.reply(Req.GET_INFLIGHT_FD, out);
+      return;
+    }
+    const bytes = numQueues * inflightSplitStride(queueSize);
     try {
       n.ftruncate(fd, bytes);
       ov.setBigUint64(0, BigInt(bytes), true);
@@ -666,6 +676,9 @@ export class VhostUserSession {
     let offset: number;
     const numQueues = v.getUint16(16, true);
     const queueSize = v.getUint16(18, true);
+    // Until a region is mapped, split rings must not start: where they resume is unknown.
+    this.dropInflight();
+    this.inflightRefused = 'the front-end\'s in-flight region was refused';
     try {
       if (this.packed()) throw new Error('in-flight tracking of packed rings is not supported');
       if (this.vrings.some((q) => q.running)) throw new Error('SET_INFLIGHT_FD while queues are running');
@@ -678,11 +691,14 @@ export class VhostUserSession {
       offset = Number(off);
       mapLen = offset + Number(size);
       map = n.mmap(fd, 0, mapLen, n.PROT_READ | n.PROT_WRITE, n.MAP_SHARED);
+    } catch (e) {
+      this.inflightRefused = `the front-end's in-flight region was refused (${(e as Error).message})`;
+      throw e;
     } finally {
       n.close(fd);
     }
-    this.dropInflight();
     this.inflight = { map, mapLen, offset, numQueues, queueSize };
+    this.inflightRefused = undefined;
   }
 
   /**
@@ -692,6 +708,7 @@ export class VhostUserSession {
    * A region that cannot be trusted refuses the queue (nothing is resubmitted).
    */
   private recoverQueue(index: number, vringNum: number, usedIdx: number): { lastAvail: number; inherited: boolean; inflight: NonNullable<QueueSpec['inflight']> } | undefined {
+    if (this.inflightRefused) throw new Error(`queue ${index}: ${this.inflightRefused}; the queue is not started`);
     const r = this.inflight;
     if (!r) return undefined;
     if (index >= r.numQueues) throw new Error(`queue ${index} has no part in the in-flight region (${r.numQueues} queues)`);
@@ -735,6 +752,7 @@ export class VhostUserSession {
     this.vrings.forEach((_, i) => (this.vrings[i] = this.freshVring()));
     // A reset abandons what was in flight; the front-end asks for a new region (QEMU frees its own).
     this.dropInflight();
+    this.inflightRefused = undefined;
     this.status = 0;
   }
 
