@@ -855,10 +855,11 @@ static Napi::Value RbdReap(const Napi::CallbackInfo& info) {
   size_t max = out.ElementLength() / 2;
   int32_t* dst = out.Data();
   size_t n = 0;
-  // Another reactor draining the image hands us ours and signals our eventfd
-  // (level-triggered), so a busy lock is not worth waiting for.
-  std::unique_lock<std::mutex> g(im->mu, std::try_to_lock);
-  if (!g.owns_lock()) return Napi::Number::New(env, 0);
+  // Wait for the lock rather than try it: rbdClearNotify may have queued this
+  // channel's completions without signalling it (this reap was to take them),
+  // and a reactor that found the lock busy on every pass before it slept
+  // would leave them there. Holders only move completions between queues.
+  std::lock_guard<std::mutex> g(im->mu);
   DrainImageLocked(im, c);
   size_t avail = (c->q.size() - c->qhead) / 2;
   n = avail < max ? avail : max;
