@@ -25,7 +25,7 @@ import {
 import { E, loadNative } from '../../src/native/index.js';
 import { blkConfig, blkFeatures, blkParams } from '../../src/virtio/blk-config.js';
 import { VHOST_USER_F_PROTOCOL_FEATURES_BIT, bit } from '../../src/virtio/constants.js';
-import { u32pair, u64 } from './helpers/le-bytes.js';
+import { u32pair, u64, vhostUserMessage } from './helpers/le-bytes.js';
 
 const native = loadNative();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -166,12 +166,7 @@ describe('back-end request channel in a session', () => {
     const host = new FakeHost();
     const s = new VhostUserSession(a, ctx, 1, () => () => {});
     const send = (req: number, payload: Uint8Array = new Uint8Array(0), fds: number[] = [], flags = 1 | VHOST_USER_NEED_REPLY_MASK) => {
-      const m = new Uint8Array(12 + payload.length);
-      const v = new DataView(m.buffer);
-      v.setUint32(0, req, true);
-      v.setUint32(4, flags, true);
-      v.setUint32(8, payload.length, true);
-      m.set(payload, 12);
+      const m = vhostUserMessage(req, payload, flags);
       expect(native.sendMsg(b, m, 0, m.length, fds)).toBe(m.length);
     };
     /** The u64 REPLY_ACK answer (or reply) to the last request. */

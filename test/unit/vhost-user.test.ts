@@ -20,7 +20,7 @@ import {
 import { E, loadNative } from '../../src/native/index.js';
 import { blkConfig, blkFeatures, blkParams } from '../../src/virtio/blk-config.js';
 import { bit, VHOST_USER_F_PROTOCOL_FEATURES_BIT, VIRTIO_F_VERSION_1_BIT } from '../../src/virtio/constants.js';
-import { u32pair, u64 } from './helpers/le-bytes.js';
+import { u32pair, u64, vhostUserMessage } from './helpers/le-bytes.js';
 
 const native = loadNative();
 
@@ -110,17 +110,12 @@ class Front {
     native.setNonblocking(fd, true);
   }
   send(req: number, payload: Uint8Array = new Uint8Array(0), fds: number[] = [], flags = 1): void {
-    const b = new Uint8Array(12 + payload.length);
-    const v = new DataView(b.buffer);
-    v.setUint32(0, req, true);
-    v.setUint32(4, flags, true);
-    v.setUint32(8, payload.length, true);
-    b.set(payload, 12);
+    const b = vhostUserMessage(req, payload, flags);
     expect(native.sendMsg(this.fd, b, 0, b.length, fds)).toBe(b.length);
   }
-  /** Next reply, or 'closed' when the session hung up. */
   /** fds that came with the last reply */
   lastFds: number[] = [];
+  /** Next reply, or 'closed' when the session hung up. */
   async recv(timeoutMs = 2000): Promise<{ req: number; flags: number; payload: DataView } | 'closed'> {
     let got = 0;
     this.lastFds = [];

@@ -576,6 +576,7 @@ export class VhostUserSession {
     const usedIdx = packed ? q.base >>> 16 : readMappedU16(this.regions.map((r) => r.map), used + 2);
     if (usedIdx === undefined) throw new Error(`queue ${index}: used ring is outside the memory table`);
     const resume = packed ? undefined : this.recoverQueue(index, q.num, usedIdx);
+    const lastAvail = packed ? q.base & 0xffff : (resume?.lastAvail ?? q.base);
     const spec: QueueSpec = {
       id,
       device: `${this.ctx.name}#${this.serial}`,
@@ -587,7 +588,7 @@ export class VhostUserSession {
       usedAddr: used,
       eventIdx: (this.features & bit(VIRTIO_RING_F_EVENT_IDX_BIT)) !== 0n,
       indirect: (this.features & bit(VIRTIO_RING_F_INDIRECT_DESC_BIT)) !== 0n,
-      lastAvail: packed ? q.base & 0xffff : (resume?.lastAvail ?? q.base),
+      lastAvail,
       usedIdx,
       ...(resume ? { inflight: resume.inflight } : {}),
       kickFd: q.kickFd,
@@ -610,11 +611,10 @@ export class VhostUserSession {
     // completions published just before a previous daemon died, and drivers
     // that wait for a signal after a reconnect, are seen now.
     if (q.callFd >= 0) this.ctx.native.eventfdWrite(q.callFd, 1);
-    const lastAvail = resume?.lastAvail ?? q.base;
-    if (resume && resume.inherited) {
+    if (resume?.inherited) {
       this.log.info({ queue: index, usedIdx, lastAvail, resubmitted: resume.inflight.resubmit.length }, 'queue resumed from the in-flight region');
     }
-    this.log.info({ queue: index, size: q.num, packed, reactor: reactor.index, base: lastAvail }, 'queue started');
+    this.log.info({ queue: index, size: q.num, packed, reactor: reactor.index, base: resume?.lastAvail ?? q.base }, 'queue started');
     if (this.configStale && this.backend.open) {
       this.configStale = false;
       if (this.backend.configChanged()) this.log.info('config change sent to the front-end (its config may predate this session)');
