@@ -25,9 +25,10 @@ export interface QueueSpec {
   lastAvail: number;
   usedIdx: number;
   /**
-   * Split rings with a vhost-user in-flight region: this queue's part of it
-   * (mapped by the main thread), the heads to run again first (oldest first)
-   * and the fetch counter to continue from (virtio/inflight.ts).
+   * A vhost-user in-flight region: this queue's part of it (mapped by the
+   * main thread), what to run again first, oldest first (split: heads;
+   * packed: first region entries of the chains), and the fetch counter to
+   * continue from (virtio/inflight.ts, virtio/inflight-packed.ts).
    */
   inflight?: { addr: number; descNum: number; resubmit: number[]; nextCounter: number };
   /** -1: no kick fd, poll the ring */

@@ -10,6 +10,7 @@ import { BlkQueue } from '../virtio/blk.js';
 import { IoClock } from '../virtio/blk-counters.js';
 import { IotlbMapper } from './iotlb.js';
 import { inflightSplitStride, SplitInflight } from '../virtio/inflight.js';
+import { inflightPackedStride, PackedInflight } from '../virtio/inflight-packed.js';
 import { GuestMemory } from '../virtio/memory.js';
 import { PackedRing } from '../virtio/packed-ring.js';
 import { SplitRing } from '../virtio/split-ring.js';
@@ -346,6 +347,10 @@ export class Reactor {
           s.indirect,
           s.lastAvail,
           s.usedIdx,
+          s.inflight && {
+            inflight: new PackedInflight(this.native.viewAddress(s.inflight.addr, inflightPackedStride(s.inflight.descNum)), 0, s.inflight.descNum, s.inflight.nextCounter, s.inflight.resubmit),
+            resubmit: s.inflight.resubmit,
+          },
         )
       : new SplitRing(
           mem,

@@ -7,6 +7,7 @@ import { DESC_SIZE, findIndirectTable, mapDataDescriptor, type IndirectTable } f
 import type { GuestMemory } from './memory.js';
 import { BROKEN, NO_HEAD } from './split-ring.js';
 import { VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from './constants.js';
+import type { PackedInflight } from './inflight-packed.js';
 
 export const VRING_PACKED_DESC_F_AVAIL = 1 << 7;
 export const VRING_PACKED_DESC_F_USED = 1 << 15;
@@ -45,6 +46,7 @@ export class PackedRing {
   private readonly dv: DataView;
   private readonly base: number;
   private readonly ring16: Uint16Array;
+  private readonly ring32: Uint32Array;
   private readonly driverArea: Uint16Array;
   private readonly deviceArea: Uint16Array;
   /** next descriptor position we read, and the wrap counter it must carry */
@@ -62,6 +64,13 @@ export class PackedRing {
   lastChain = 0;
   broken: string | undefined;
   private readonly table: IndirectTable = { window: 0, offset: 0, entries: 0 };
+  /** the in-flight region (vhost-user INFLIGHT_SHMFD), kept on every fetch and completion */
+  private readonly inflight: PackedInflight | undefined;
+  /** chains a previous daemon left in flight (first region entries), served before the ring */
+  private readonly resubmit: Uint16Array;
+  private resubmitAt = 0;
+  /** a stored descriptor, in the ring's layout, for mapping a resubmitted chain */
+  private readonly stored = new DataView(new ArrayBuffer(DESC_SIZE));
 
   constructor(
     private readonly mem: GuestMemory,
@@ -72,6 +81,7 @@ export class PackedRing {
     availState = WRAP_BIT,
     /** bits 0-14 next used, bit 15 its wrap counter */
     usedState = WRAP_BIT,
+    tracking?: { inflight: PackedInflight; resubmit: readonly number[] },
   ) {
     const bad = checkPackedLayout(mem, layout);
     if (bad) throw new RangeError(bad);
@@ -80,6 +90,7 @@ export class PackedRing {
     this.dv = w.dv;
     this.base = layout.desc.offset;
     this.ring16 = new Uint16Array(w.buffer, layout.desc.offset, 8 * layout.size);
+    this.ring32 = new Uint32Array(w.buffer, layout.desc.offset, 4 * layout.size);
     const dw = mem.windows[layout.driver.window]!;
     this.driverArea = new Uint16Array(dw.buffer, layout.driver.offset, 2);
     const vw = mem.windows[layout.device.window]!;
@@ -90,6 +101,8 @@ export class PackedRing {
     this.usedWrap = usedState & WRAP_BIT ? 1 : 0;
     this.signalledPos = this.usedPos;
     this.descCount = new Uint16Array(layout.size);
+    this.inflight = tracking?.inflight;
+    this.resubmit = Uint16Array.from(tracking?.resubmit ?? []);
   }
 
   /** vhost-user GET_VRING_BASE halves: next avail | wrap << 15, next used | wrap << 15. */
@@ -106,6 +119,7 @@ export class PackedRing {
   }
 
   availPending(): boolean {
+    if (this.resubmitAt < this.resubmit.length) return true;
     const f = this.flagsAt(this.availPos);
     return ((f & VRING_PACKED_DESC_F_AVAIL) !== 0) === (this.availWrap === 1) && ((f & VRING_PACKED_DESC_F_USED) !== 0) !== (this.availWrap === 1);
   }
@@ -116,7 +130,10 @@ export class PackedRing {
    */
   pop(segs: Float64Array, maxSegs: number): number {
     if (this.broken !== undefined) return BROKEN;
+    // Inherited chains keep their fetch stamps: their order survives another crash.
+    if (this.resubmitAt < this.resubmit.length) return this.popStored(this.resubmit[this.resubmitAt++]!, segs, maxSegs);
     if (!this.availPending()) return NO_HEAD;
+    const t = this.inflight;
     const size = this.size;
     let pos = this.availPos;
     let wrap = this.availWrap;
@@ -126,19 +143,14 @@ export class PackedRing {
     let sawWritable = false;
     let id = 0;
     for (;;) {
-      if (++count > size) {
-        this.broken = `a descriptor chain runs longer than the ring (${size})`;
-        return BROKEN;
-      }
+      if (++count > size) return this.breakChain(`a descriptor chain runs longer than the ring (${size})`);
       const at = this.base + pos * DESC_SIZE;
       const flags = this.dv.getUint16(at + 14, true);
       // Every descriptor of a chain must be available in this lap.
-      if (count > 1 && ((flags & VRING_PACKED_DESC_F_AVAIL) !== 0) !== (wrap === 1)) {
-        this.broken = `descriptor ${pos} of a chain is not available`;
-        return BROKEN;
-      }
+      if (count > 1 && ((flags & VRING_PACKED_DESC_F_AVAIL) !== 0) !== (wrap === 1)) return this.breakChain(`descriptor ${pos} of a chain is not available`);
+      if (t !== undefined && !t.copy(this.ring32, this.ring16, pos)) return this.breakChain('more descriptors in flight than the ring holds');
       id = this.dv.getUint16(at + 12, true);
-      if (err === 0) err = this.mapOne(at, flags, segs, nseg, maxSegs, sawWritable);
+      if (err === 0) err = this.mapOne(this.dv, at, flags, segs, nseg, maxSegs, sawWritable);
       if (err > 0) {
         nseg = err;
         err = 0;
@@ -151,8 +163,9 @@ export class PackedRing {
       }
       if (!(flags & VRING_DESC_F_NEXT)) break;
     }
-    if (id >= size) {
-      this.broken = `buffer id ${id} is beyond the ring size ${size}`;
+    if (id >= size) return this.breakChain(`buffer id ${id} is beyond the ring size ${size}`);
+    if (t !== undefined && !t.commit(id)) {
+      this.broken = `buffer id ${id} was made available again while in flight`;
       return BROKEN;
     }
     this.availPos = pos;
@@ -162,25 +175,60 @@ export class PackedRing {
     return id;
   }
 
-  /** Map one ring descriptor (or the indirect table it points to); returns the new segment count or -errno. */
-  private mapOne(at: number, flags: number, segs: Float64Array, nseg: number, maxSegs: number, sawWritable: boolean): number {
+  private breakChain(why: string): number {
+    this.inflight?.abort();
+    this.broken = why;
+    return BROKEN;
+  }
+
+  /**
+   * A chain a previous daemon left in flight, mapped from its copy in the
+   * region (its ring slots may hold used descriptors by now). recoverPacked
+   * checked its shape; its buffers are checked here like any other.
+   */
+  private popStored(head: number, segs: Float64Array, maxSegs: number): number {
+    const t = this.inflight!;
+    const d = this.stored;
+    let e = head;
+    let nseg = 0;
+    let err = 0;
+    let sawWritable = false;
+    const num = t.num(head);
+    for (let k = 0; k < num; k++) {
+      e = t.stored(e, d);
+      const flags = d.getUint16(14, true);
+      if (err === 0) err = this.mapOne(d, 0, flags, segs, nseg, maxSegs, sawWritable);
+      if (err > 0) {
+        nseg = err;
+        err = 0;
+        if (flags & VRING_DESC_F_WRITE) sawWritable = true;
+      }
+    }
+    const id = t.chainId(head);
+    this.descCount[id] = num;
+    this.lastChain = err < 0 ? err : nseg;
+    return id;
+  }
+
+  /** Map one descriptor (or the indirect table it points to) at `at` in `dv`; returns the new segment count or -errno. */
+  private mapOne(dv: DataView, at: number, flags: number, segs: Float64Array, nseg: number, maxSegs: number, sawWritable: boolean): number {
     if (!(flags & VRING_DESC_F_INDIRECT)) {
-      return mapDataDescriptor(this.mem, this.dv, at, flags & VRING_DESC_F_WRITE ? 1 : 0, sawWritable, segs, nseg, maxSegs);
+      return mapDataDescriptor(this.mem, dv, at, flags & VRING_DESC_F_WRITE ? 1 : 0, sawWritable, segs, nseg, maxSegs);
     }
     if (!this.indirect || flags & VRING_DESC_F_NEXT) return -E.EINVAL;
     const t = this.table;
-    const rc = findIndirectTable(this.mem, this.dv, at, t);
+    const rc = findIndirectTable(this.mem, dv, at, t);
     if (rc < 0) return rc;
-    const dv = this.mem.windows[t.window]!.dv;
+    const tv = this.mem.windows[t.window]!.dv;
     // An indirect table is a plain array, walked in order (§2.8.8): no NEXT, no nesting.
     let n = nseg;
     let writableSeen = sawWritable;
     for (let i = 0; i < t.entries; i++) {
       const o = t.offset + i * DESC_SIZE;
-      const f = dv.getUint16(o + 14, true);
+      const f = tv.getUint16(o + 14, true);
       if (f & VRING_DESC_F_INDIRECT) return -E.EINVAL;
       const w = f & VRING_DESC_F_WRITE ? 1 : 0;
-      n = mapDataDescriptor(this.mem, dv, o, w, writableSeen, segs, n, maxSegs);
+      n = mapDataDescriptor(this.mem, tv, o, w, writableSeen, segs, n, maxSegs);
       if (n < 0) return n;
       if (w) writableSeen = true;
     }
@@ -189,18 +237,22 @@ export class PackedRing {
 
   /** Write the used descriptor for buffer `id` (visible at once: the flags store publishes it). */
   push(id: number, lenBytes: number): void {
+    let next = this.usedPos + (this.descCount[id] || 1);
+    let nextWrap = this.usedWrap;
+    if (next >= this.size) {
+      next -= this.size;
+      nextWrap ^= 1;
+    }
+    this.inflight?.completing(id, next, nextWrap);
     const at = this.base + this.usedPos * DESC_SIZE;
     this.dv.setUint16(at + 12, id, true);
     this.dv.setUint32(at + 8, lenBytes, true);
     const f = this.usedWrap ? VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED : 0;
     // id and len before flags: the driver trusts them once it sees the flags.
     Atomics.store(this.ring16, this.usedPos * 8 + 7, f);
-    const n = this.descCount[id] || 1;
-    this.usedPos += n;
-    if (this.usedPos >= this.size) {
-      this.usedPos -= this.size;
-      this.usedWrap ^= 1;
-    }
+    this.inflight?.completed(id);
+    this.usedPos = next;
+    this.usedWrap = nextWrap;
   }
 
   /** Does the driver want an interrupt for what was pushed since the last call? */

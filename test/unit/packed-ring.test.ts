@@ -2,7 +2,8 @@
 // suppression, and hostile rings.
 import { describe, expect, test } from 'vitest';
 import { E } from '../../src/virtio/errno.js';
-import { GuestMemory, SEG_STRIDE } from '../../src/virtio/memory.js';
+import { SEG_STRIDE } from '../../src/virtio/memory.js';
+import { DEVICE, DRIVER, MEM, PackedDriver as Driver } from './helpers/packed-driver.js';
 import {
   PackedRing,
   VRING_PACKED_DESC_F_AVAIL as AVAIL,
@@ -14,47 +15,6 @@ import {
 } from '../../src/virtio/packed-ring.js';
 import { BROKEN, NO_HEAD } from '../../src/virtio/split-ring.js';
 import { VRING_DESC_F_INDIRECT as IND, VRING_DESC_F_NEXT as NEXT, VRING_DESC_F_WRITE as WRITE } from '../../src/virtio/constants.js';
-
-const MEM = 1 << 20;
-const DRIVER = 0x8000;
-const DEVICE = 0x8004;
-
-/** A packed-ring driver over a plain buffer (gpa = offset). */
-class Driver {
-  readonly buf = new ArrayBuffer(MEM);
-  readonly dv = new DataView(this.buf);
-  readonly mem = new GuestMemory([{ gpa: 0, uva: -1, hostAddr: 0x10_0000_0000, lenBytes: MEM }], () => this.buf);
-  pos = 0;
-  wrap = 1;
-  constructor(readonly size: number) {}
-  ring(eventIdx = false, avail = 1 << 15, used = 1 << 15) {
-    return new PackedRing(this.mem, { size: this.size, desc: { window: 0, offset: 0 }, driver: { window: 0, offset: DRIVER }, device: { window: 0, offset: DEVICE } }, eventIdx, true, avail, used);
-  }
-  write(pos: number, addr: number, len: number, id: number, flags: number) {
-    const at = pos * 16;
-    this.dv.setUint32(at, addr, true);
-    this.dv.setUint32(at + 4, 0, true);
-    this.dv.setUint32(at + 8, len, true);
-    this.dv.setUint16(at + 12, id, true);
-    this.dv.setUint16(at + 14, flags, true);
-  }
-  /** Make a chain available: descriptors [addr, len, flags] with the buffer id in the last. */
-  add(id: number, chain: [number, number, number][]) {
-    chain.forEach(([addr, len, flags], i) => {
-      const wrapFlags = this.wrap ? AVAIL : USED;
-      this.write(this.pos, addr, len, i === chain.length - 1 ? id : 0xffff, flags | wrapFlags);
-      this.pos++;
-      if (this.pos === this.size) {
-        this.pos = 0;
-        this.wrap ^= 1;
-      }
-    });
-  }
-  used(pos: number) {
-    const at = pos * 16;
-    return { id: this.dv.getUint16(at + 12, true), len: this.dv.getUint32(at + 8, true), flags: this.dv.getUint16(at + 14, true) };
-  }
-}
 
 const segs = () => new Float64Array(SEG_STRIDE * 64);
 

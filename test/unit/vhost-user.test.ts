@@ -19,7 +19,7 @@ import {
 } from '../../src/frontend/vhost-user/proto.js';
 import { E, loadNative } from '../../src/native/index.js';
 import { blkConfig, blkFeatures, blkParams } from '../../src/virtio/blk-config.js';
-import { bit, VHOST_USER_F_PROTOCOL_FEATURES_BIT, VIRTIO_F_VERSION_1_BIT } from '../../src/virtio/constants.js';
+import { bit, VHOST_USER_F_PROTOCOL_FEATURES_BIT, VIRTIO_F_RING_PACKED_BIT, VIRTIO_F_VERSION_1_BIT } from '../../src/virtio/constants.js';
 import { u32pair, u64, vhostUserMessage } from './helpers/le-bytes.js';
 
 const native = loadNative();
@@ -158,13 +158,13 @@ describe('vhost-user session over a socketpair', () => {
     cleanup = [];
   });
 
-  function start() {
+  function start(extraFeatures = 0n) {
     const [a, b] = native.socketPair();
     native.setNonblocking(a, true);
     const host = new FakeHost();
     const pool: QueuePlacer = { pick: () => host };
     const log = pino({ level: 'silent' });
-    const s = new VhostUserSession(a, { name: 't', native, pool, log, bdev, blk, numQueues: 2, features: blkFeatures(blk, 2), config: blkConfig(blk, opts) }, 1, () => () => {});
+    const s = new VhostUserSession(a, { name: 't', native, pool, log, bdev, blk, numQueues: 2, features: blkFeatures(blk, 2) | extraFeatures, config: blkConfig(blk, opts) }, 1, () => () => {});
     const front = new Front(b);
     cleanup.push(async () => {
       await s.close();
@@ -254,6 +254,16 @@ describe('vhost-user session over a socketpair', () => {
       expect(r.payload.getBigUint64(0, true)).toBe(0n);
       expect(front.lastFds.length).toBe(0);
     }
+  });
+
+  test('GET_INFLIGHT_FD after packed rings were negotiated: a region in the packed layout (32 bytes per descriptor)', async () => {
+    const { front } = start(bit(VIRTIO_F_RING_PACKED_BIT));
+    front.send(Req.SET_FEATURES, u64(bit(VIRTIO_F_VERSION_1_BIT) | bit(VIRTIO_F_RING_PACKED_BIT)));
+    front.send(Req.GET_INFLIGHT_FD, inflightReq(2, 128));
+    const r = await front.recv();
+    if (r === 'closed') throw new Error('closed');
+    expect(r.payload.getBigUint64(0, true)).toBe(2n * 4160n);
+    native.close(front.lastFds[0]!);
   });
 
   test('SET_INFLIGHT_FD with a region too small for its queues is refused (no ring starts on a guess), and the session goes on', async () => {

@@ -8,6 +8,7 @@ import type { QueueSpec } from '../../core/messages.js';
 import type { FdWatcher, Mapping, NativeShim } from '../../native/index.js';
 import { readMappedU16 } from '../../native/index.js';
 import { inflightSplitStride, recoverSplit } from '../../virtio/inflight.js';
+import { inflightPackedStride, recoverPacked } from '../../virtio/inflight-packed.js';
 import type { BdevDesc } from '../../bdev/types.js';
 import type { BlkParams } from '../../virtio/blk.js';
 import {
@@ -86,6 +87,8 @@ interface InflightMap {
   offset: number;
   numQueues: number;
   queueSize: number;
+  /** laid out for packed rings (virtio/inflight-packed.ts) rather than split */
+  packed: boolean;
 }
 
 interface MemRegion extends MemRegionMsg {
@@ -575,8 +578,8 @@ export class VhostUserSession {
     const id = this.queueId(index);
     const usedIdx = packed ? q.base >>> 16 : readMappedU16(this.regions.map((r) => r.map), used + 2);
     if (usedIdx === undefined) throw new Error(`queue ${index}: used ring is outside the memory table`);
-    const resume = packed ? undefined : this.recoverQueue(index, q.num, usedIdx);
-    const lastAvail = packed ? q.base & 0xffff : (resume?.lastAvail ?? q.base);
+    const resume = this.recoverQueue(index, q.num, packed ? q.base : usedIdx, desc);
+    const lastAvail = resume?.lastAvail ?? (packed ? q.base & 0xffff : q.base);
     const spec: QueueSpec = {
       id,
       device: `${this.ctx.name}#${this.serial}`,
@@ -589,7 +592,7 @@ export class VhostUserSession {
       eventIdx: (this.features & bit(VIRTIO_RING_F_EVENT_IDX_BIT)) !== 0n,
       indirect: (this.features & bit(VIRTIO_RING_F_INDIRECT_DESC_BIT)) !== 0n,
       lastAvail,
-      usedIdx,
+      usedIdx: resume?.usedIdx ?? usedIdx,
       ...(resume ? { inflight: resume.inflight } : {}),
       kickFd: q.kickFd,
       callFd: q.callFd >= 0 ? q.callFd : -1,
@@ -612,9 +615,9 @@ export class VhostUserSession {
     // that wait for a signal after a reconnect, are seen now.
     if (q.callFd >= 0) this.ctx.native.eventfdWrite(q.callFd, 1);
     if (resume?.inherited) {
-      this.log.info({ queue: index, usedIdx, lastAvail, resubmitted: resume.inflight.resubmit.length }, 'queue resumed from the in-flight region');
+      this.log.info({ queue: index, usedIdx: resume.usedIdx, lastAvail, resubmitted: resume.inflight.resubmit.length }, 'queue resumed from the in-flight region');
     }
-    this.log.info({ queue: index, size: q.num, packed, reactor: reactor.index, base: resume?.lastAvail ?? q.base }, 'queue started');
+    this.log.info({ queue: index, size: q.num, packed, reactor: reactor.index, base: lastAvail }, 'queue started');
     if (this.configStale && this.backend.open) {
       this.configStale = false;
       if (this.backend.configChanged()) this.log.info('config change sent to the front-end (its config may predate this session)');
@@ -625,19 +628,15 @@ export class VhostUserSession {
 
   /**
    * GET_INFLIGHT_FD: a fresh zeroed region for num_queues queues of
-   * queue_size descriptors (libvhost-user's layout, virtio/inflight.ts). Packed
-   * rings get none (mmap_size 0, which QEMU takes as "no tracking"): vdx does
-   * not track them yet, so they do not survive a restart.
+   * queue_size descriptors, laid out for the ring type the features chose
+   * (QEMU sends SET_FEATURES first): libvhost-user's split layout
+   * (virtio/inflight.ts) or the packed one (virtio/inflight-packed.ts).
    */
   private getInflightFd(v: DataView): void {
     const numQueues = v.getUint16(16, true);
     const queueSize = v.getUint16(18, true);
     const out = new Uint8Array(24);
     const ov = new DataView(out.buffer);
-    if (this.packed()) {
-      this.reply(Req.GET_INFLIGHT_FD, out);
-      return;
-    }
     const n = this.ctx.native;
     let fd: number;
     try {
@@ -649,7 +648,7 @@ export class VhostUserSession {
       this.reply(Req.GET_INFLIGHT_FD, out);
       return;
     }
-    const bytes = numQueues * inflightSplitStride(queueSize);
+    const bytes = numQueues * this.inflightStride(queueSize);
     try {
       n.ftruncate(fd, bytes);
       ov.setBigUint64(0, BigInt(bytes), true);
@@ -661,6 +660,10 @@ export class VhostUserSession {
       // The front-end holds it now and sends it back with SET_INFLIGHT_FD.
       n.close(fd);
     }
+  }
+
+  private inflightStride(queueSize: number): number {
+    return this.packed() ? inflightPackedStride(queueSize) : inflightSplitStride(queueSize);
   }
 
   private checkInflightShape(numQueues: number, queueSize: number): void {
@@ -676,16 +679,15 @@ export class VhostUserSession {
     let offset: number;
     const numQueues = v.getUint16(16, true);
     const queueSize = v.getUint16(18, true);
-    // Until a region is mapped, split rings must not start: where they resume is unknown.
+    // Until a region is mapped, rings must not start: where they resume is unknown.
     this.dropInflight();
     this.inflightRefused = 'the front-end\'s in-flight region was refused';
     try {
-      if (this.packed()) throw new Error('in-flight tracking of packed rings is not supported');
       if (this.vrings.some((q) => q.running)) throw new Error('SET_INFLIGHT_FD while queues are running');
       this.checkInflightShape(numQueues, queueSize);
       const size = readU64Big(v, 0);
       const off = readU64Big(v, 8);
-      const need = BigInt(numQueues * inflightSplitStride(queueSize));
+      const need = BigInt(numQueues * this.inflightStride(queueSize));
       if (size < need) throw new Error(`in-flight region of ${size} bytes; ${numQueues} queues of ${queueSize} need ${need}`);
       if (size > need * 2n || off > 1n << 30n) throw new Error(`in-flight region of ${size} bytes at offset ${off} is not one vdx would make`);
       offset = Number(off);
@@ -697,25 +699,40 @@ export class VhostUserSession {
     } finally {
       n.close(fd);
     }
-    this.inflight = { map, mapLen, offset, numQueues, queueSize };
+    this.inflight = { map, mapLen, offset, numQueues, queueSize, packed: this.packed() };
     this.inflightRefused = undefined;
   }
 
   /**
    * Where queue `index` resumes, from its part of the in-flight region and
-   * the used index the driver sees: requests a previous daemon left in flight
-   * run again, oldest first, before new ones. undefined without a region.
-   * A region that cannot be trusted refuses the queue (nothing is resubmitted).
+   * what the driver sees (split: the used index in guest memory; packed: the
+   * ring's descriptors, `base` being SET_VRING_BASE, stale after a crash):
+   * requests a previous daemon left in flight run again, oldest first, before
+   * new ones. undefined without a region. A region that cannot be trusted
+   * refuses the queue (nothing is resubmitted).
    */
-  private recoverQueue(index: number, vringNum: number, usedIdx: number): { lastAvail: number; inherited: boolean; inflight: NonNullable<QueueSpec['inflight']> } | undefined {
+  private recoverQueue(
+    index: number,
+    vringNum: number,
+    base: number,
+    descAddr: number,
+  ): { lastAvail: number; usedIdx: number; inherited: boolean; inflight: NonNullable<QueueSpec['inflight']> } | undefined {
     if (this.inflightRefused) throw new Error(`queue ${index}: ${this.inflightRefused}; the queue is not started`);
     const r = this.inflight;
     if (!r) return undefined;
     if (index >= r.numQueues) throw new Error(`queue ${index} has no part in the in-flight region (${r.numQueues} queues)`);
-    const at = r.offset + index * inflightSplitStride(r.queueSize);
-    const rec = recoverSplit(r.map.buffer, at, r.queueSize, vringNum, usedIdx);
+    if (r.packed !== this.packed()) throw new Error(`queue ${index}: the in-flight region was made for ${r.packed ? 'packed' : 'split'} rings; the queue is not started`);
+    const at = r.offset + index * this.inflightStride(r.queueSize);
+    const inflight = (resubmit: number[], nextCounter: number) => ({ addr: r.map.addr + at, descNum: r.queueSize, resubmit, nextCounter });
+    if (r.packed) {
+      const maps = this.regions.map((m) => m.map);
+      const rec = recoverPacked(r.map.buffer, at, r.queueSize, vringNum, (pos) => readMappedU16(maps, descAddr + 16 * pos + 14), base);
+      if (typeof rec === 'string') throw new Error(`queue ${index}: ${rec}; the queue is not started`);
+      return { lastAvail: rec.availState, usedIdx: rec.usedState, inherited: rec.inherited, inflight: inflight(rec.resubmit, rec.nextCounter) };
+    }
+    const rec = recoverSplit(r.map.buffer, at, r.queueSize, vringNum, base);
     if (typeof rec === 'string') throw new Error(`queue ${index}: ${rec}; the queue is not started`);
-    return { lastAvail: rec.lastAvail, inherited: rec.inherited, inflight: { addr: r.map.addr + at, descNum: r.queueSize, resubmit: rec.resubmit, nextCounter: rec.nextCounter } };
+    return { lastAvail: rec.lastAvail, usedIdx: base, inherited: rec.inherited, inflight: inflight(rec.resubmit, rec.nextCounter) };
   }
 
   private dropInflight(): void {

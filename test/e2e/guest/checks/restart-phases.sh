@@ -1,13 +1,19 @@
 # vdx SIGKILLed under guest I/O and started again (restart.test.ts): the guest
-# runs fio with verification on vda (file bdev, O_DIRECT), on a file in an
-# ext4 mounted from vdb (file bdev through the page cache) and on vdc (nbd
-# export, reads after 20 ms, writes after 2 ms) while the host kills vdx; every request must
-# complete, once, with the right data.
+# runs fio with verification on vda (file bdev, O_DIRECT, split ring), on a
+# file in an ext4 mounted from vdb (file bdev through the page cache, packed
+# ring) and on vdc and vdd (nbd exports that answer reads after 20 ms and
+# writes after 2 ms; split and packed) while the host kills vdx; every request
+# must complete, once, with the right data.
 . "$VDX_SRC/test/e2e/guest/lib.sh"
 
 RUNTIME=${RUNTIME:-60}
-for d in vda vdb vdc; do
+for d in vda vdb vdc vdd; do
   wait_until 30 test -b /dev/$d || fail "/dev/$d did not appear"
+done
+
+# Feature bit 34 (VIRTIO_F_RING_PACKED), as the driver negotiated it.
+for d in vda:0 vdb:1 vdc:0 vdd:1; do
+  [ "$(cut -c35 "/sys/block/${d%:*}/device/features")" = "${d#*:}" ] || fail "${d%:*}: packed ring negotiated is not ${d#*:}"
 done
 
 # fio_load NAME FILE [fio options...]: randrw QD16 for RUNTIME s, every write read back and checked.
@@ -34,18 +40,22 @@ fio_load fs /tmp/mnt/fio.dat --size=24M &
 FS=$!
 fio_load slow /dev/vdc --size=16M &
 SLOW=$!
+fio_load slowpacked /dev/vdd --size=16M &
+SLOWPACKED=$!
 sleep 2
 touch "$VDX_RUN/req-kills"
 rc=0
 wait $RAW || { cat /tmp/fio-raw.out; rc=1; }
 wait $FS || { cat /tmp/fio-fs.out; rc=1; }
 wait $SLOW || { cat /tmp/fio-slow.out; rc=1; }
+wait $SLOWPACKED || { cat /tmp/fio-slowpacked.out; rc=1; }
 [ $rc = 0 ] || fail "fio failed across the restarts"
 fio_report raw
 fio_report fs
 fio_report slow
+fio_report slowpacked
 wait_until 60 test -e "$VDX_RUN/ack-kills" || fail "the host did not finish its kills"
-for n in raw fs slow; do
+for n in raw fs slow slowpacked; do
   awk -F';' '$5 != 0 { exit 1 }' "/tmp/fio-$n.out" || fail "fio $n counted errors"
 done
 
