@@ -4,7 +4,7 @@
 // (16-byte header, 4 KiB data, 1-byte status, as Linux and libblkio lay them
 // out), and only vdx's device calls are timed: pop (walk + map the chain),
 // push (used entry) and publish (interrupt decision). Alternates the layouts,
-// medians; "split+inflight" is a split ring keeping a vhost-user in-flight
+// medians; "split+inflight" and "packed+inflight" keep a vhost-user in-flight
 // region (what a QEMU with INFLIGHT_SHMFD gets). Needs `npm run build`.
 //
 //   node scripts/bench/rings.mjs [rounds=9] [batches=20000]
@@ -15,6 +15,7 @@ const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const { GuestMemory, SEG_STRIDE } = await import(join(REPO, 'dist/virtio/memory.js'));
 const { SplitRing } = await import(join(REPO, 'dist/virtio/split-ring.js'));
 const { SplitInflight, inflightSplitStride, recoverSplit } = await import(join(REPO, 'dist/virtio/inflight.js'));
+const { PackedInflight, inflightPackedStride, recoverPacked } = await import(join(REPO, 'dist/virtio/inflight-packed.js'));
 const { PackedRing, VRING_PACKED_DESC_F_AVAIL: AVAIL, VRING_PACKED_DESC_F_USED: USED } = await import(join(REPO, 'dist/virtio/packed-ring.js'));
 const NEXT = 1;
 const WRITE = 2;
@@ -80,9 +81,16 @@ function splitBench(tracked) {
   };
 }
 
-function packedBench() {
+function packedBench(inflight) {
   const { dv, mem } = memory();
-  const ring = new PackedRing(mem, { size: SIZE, desc: { window: 0, offset: 0 }, driver: { window: 0, offset: 8192 }, device: { window: 0, offset: 8196 } }, true, true);
+  let tracking;
+  if (inflight) {
+    const region = new ArrayBuffer(inflightPackedStride(SIZE));
+    const fresh = ((1 << 15) | (1 << 31)) >>> 0;
+    if (typeof recoverPacked(region, 0, SIZE, SIZE, () => 0, fresh) === 'string') throw new Error('packed region');
+    tracking = { inflight: new PackedInflight(region, 0, SIZE, 0, []), resubmit: [] };
+  }
+  const ring = new PackedRing(mem, { size: SIZE, desc: { window: 0, offset: 0 }, driver: { window: 0, offset: 8192 }, device: { window: 0, offset: 8196 } }, true, true, 1 << 15, 1 << 15, tracking);
   let pos = 0;
   let wrap = 1;
   let id = 0;
@@ -110,8 +118,8 @@ function packedBench() {
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 const segs = new Float64Array(SEG_STRIDE * 64);
-const runs = { split: [], 'split+inflight': [], packed: [] };
-const benches = { split: splitBench(false), 'split+inflight': splitBench(true), packed: packedBench() };
+const runs = { split: [], 'split+inflight': [], packed: [], 'packed+inflight': [] };
+const benches = { split: splitBench(false), 'split+inflight': splitBench(true), packed: packedBench(false), 'packed+inflight': packedBench(true) };
 for (const b of Object.values(benches)) for (let i = 0; i < batches; i++) b(segs); // warm up (JIT)
 for (let r = 0; r < rounds; r++) {
   const names = Object.keys(benches);
@@ -124,5 +132,8 @@ for (let r = 0; r < rounds; r++) {
 const s = median(runs.split);
 const t = median(runs['split+inflight']);
 const p = median(runs.packed);
-process.stdout.write(`device-side ns per request (pop + push + publish), medians of ${rounds}: split ${s.toFixed(1)}, split+inflight ${t.toFixed(1)} (+${(t - s).toFixed(1)}), packed ${p.toFixed(1)}, packed/split ${(p / s).toFixed(2)}\n`);
+const pt = median(runs['packed+inflight']);
+process.stdout.write(
+  `device-side ns per request (pop + push + publish), medians of ${rounds}: split ${s.toFixed(1)}, split+inflight ${t.toFixed(1)} (+${(t - s).toFixed(1)}), packed ${p.toFixed(1)}, packed+inflight ${pt.toFixed(1)} (+${(pt - p).toFixed(1)}), packed/split ${(p / s).toFixed(2)}\n`,
+);
 process.stdout.write(`${JSON.stringify(Object.fromEntries(Object.entries(runs).map(([k, v]) => [k, v.map((x) => +x.toFixed(1))])))}\n`);

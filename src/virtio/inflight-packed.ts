@@ -104,16 +104,17 @@ export class PackedInflight {
   }
 
   /** Copy ring descriptor `pos` (ring32/ring16: views of the ring) into the chain being fetched; false when the pool is empty. */
-  copy(ring32: Uint32Array, ring16: Uint16Array, pos: number): boolean {
+  copy(ring32: Uint32Array, pos: number): boolean {
     if (this.freeTop === 0) return false;
     const e = this.free[--this.freeTop]!;
     const w = (HDR + DESC * e) >> 2;
     const u32 = this.u32;
-    u32[w + 6] = ring32[pos * 4]!;
-    u32[w + 7] = ring32[pos * 4 + 1]!;
-    u32[w + 5] = ring32[pos * 4 + 2]!;
-    this.u16[2 * w + 8] = ring16[pos * 8 + 6]!;
-    this.u16[2 * w + 9] = ring16[pos * 8 + 7]!;
+    const r = pos << 2;
+    // id and flags sit in the same order at ring byte 12 and entry byte 16: one word.
+    u32[w + 4] = ring32[r + 3]!;
+    u32[w + 5] = ring32[r + 2]!;
+    u32[w + 6] = ring32[r]!;
+    u32[w + 7] = ring32[r + 1]!;
     if (this.chainHead === NONE) this.chainHead = e;
     else this.u16[(HDR + DESC * this.chainLast + 2) >> 1] = e;
     this.chainLast = e;

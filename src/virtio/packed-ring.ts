@@ -148,7 +148,7 @@ export class PackedRing {
       const flags = this.dv.getUint16(at + 14, true);
       // Every descriptor of a chain must be available in this lap.
       if (count > 1 && ((flags & VRING_PACKED_DESC_F_AVAIL) !== 0) !== (wrap === 1)) return this.breakChain(`descriptor ${pos} of a chain is not available`);
-      if (t !== undefined && !t.copy(this.ring32, this.ring16, pos)) return this.breakChain('more descriptors in flight than the ring holds');
+      if (t !== undefined && !t.copy(this.ring32, pos)) return this.breakChain('more descriptors in flight than the ring holds');
       id = this.dv.getUint16(at + 12, true);
       if (err === 0) err = this.mapOne(this.dv, at, flags, segs, nseg, maxSegs, sawWritable);
       if (err > 0) {
