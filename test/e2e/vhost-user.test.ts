@@ -232,6 +232,33 @@ describe('vdx over vhost-user, libblkio client (Debian 13 userland)', () => {
     }
   });
 
+  test('a second client while the first is connected waits in the listen backlog, then is served', async () => {
+    const vdx = new VdxVhostUser({ bdev: () => 'malloc:size=64M', logName: 'vdx-libblkio-handover' });
+    const socket = join(dir, 'vu.sock');
+    await vdx.start({ socket, image: '', queues: 1 });
+    try {
+      const t0 = Date.now();
+      let firstDone = 0;
+      const first = qemuIo(socket, ['write -P 0xcd 0 64k', 'sleep 3000']).then((r) => ((firstDone = Date.now() - t0), r));
+      // Wait until vdx has taken the first one.
+      for (let i = 0; i < 100 && !/front-end connected/.test(readFileSync(vdx.logPath, 'utf8')); i++) await new Promise((r) => setTimeout(r, 100));
+      const second = await qemuIo(socket, ['read -P 0xcd 0 64k']);
+      const secondDone = Date.now() - t0;
+      const r1 = await first;
+      expect(r1.code).toBe(0);
+      expect(second.code).toBe(0);
+      expect(second.stdout).toMatch(/read 65536\/65536 bytes at offset 0/);
+      expect(second.stdout + second.stderr).not.toMatch(/fail|error/i);
+      // It was served after the first left, and saw what the first wrote.
+      expect(secondDone).toBeGreaterThanOrEqual(firstDone);
+      const log = readFileSync(vdx.logPath, 'utf8');
+      expect(log.match(/front-end connected/g)?.length).toBe(2);
+      expect(log).not.toMatch(/refusing another connection/);
+    } finally {
+      await vdx.stop();
+    }
+  });
+
   test('null bdev: a read succeeds', async () => {
     const vdx = new VdxVhostUser({ bdev: () => 'null:size=1G', logName: 'vdx-null' });
     const socket = join(dir, 'vu.sock');

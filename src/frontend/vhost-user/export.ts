@@ -102,18 +102,21 @@ export class VhostUserExport {
         this.ctx.log.warn(`accept failed (${-fd})`);
         return;
       }
-      if (this.session) {
-        this.ctx.log.warn('a front-end is already connected; refusing another connection');
-        this.native.close(fd);
-        continue;
-      }
       const serial = ++this.sessions;
       const s = new VhostUserSession(fd, this.ctx, serial, (id, h) => this.pool.onBroken(id, h));
       this.session = s;
       this.ctx.log.info({ session: serial }, 'front-end connected');
+      // One front-end at a time. The next one waits in the listen backlog (as
+      // with qemu-storage-daemon) rather than being closed: a QEMU restarted
+      // a moment after the old one died, or a second client during teardown,
+      // is served as soon as this session ends.
+      this.watcher?.stop();
       void s.done.then(() => {
-        if (this.session === s) this.session = undefined;
+        if (this.session !== s) return;
+        this.session = undefined;
+        if (this.watcher && this.listenFd >= 0) this.watcher.start(true, false, () => this.accept());
       });
+      return;
     }
   }
 
