@@ -17,6 +17,9 @@ import type { MethodTable } from './rpc/method.js';
 import type { ReactorSettings, RpcContext } from './rpc/methods/context.js';
 import { METHODS } from './rpc/methods/index.js';
 import { RpcServer } from './rpc/server.js';
+import { SUBSYSTEMS, subsystemConfig } from './rpc/methods/framework.js';
+import { DEFAULT_STATE_DIR } from './frontend/vduse/state.js';
+import { RunningState } from './running-state.js';
 import { CounterRegistry } from './metrics/counters.js';
 import { renderPrometheus } from './metrics/prometheus.js';
 import { type MetricsAddr, type MetricsServer, startMetricsServer } from './metrics/server.js';
@@ -34,6 +37,8 @@ export interface DaemonOptions {
   vhostSocketDir: string;
   /** serve Prometheus metrics at http://ADDR/metrics; undefined: off */
   metrics?: MetricsAddr;
+  /** VDUSE devices' records and in-flight logs (default /run/vdx) */
+  stateDir?: string;
 }
 
 function resizableTypes(): string[] {
@@ -53,6 +58,8 @@ export class Daemon implements RpcContext {
   readonly methods: MethodTable<RpcContext> = METHODS;
   readonly reactors: ReactorSettings;
   readonly vhostSocketDir: string;
+  /** what RPC calls made, for the next vdx on this socket (none without a socket) */
+  private readonly running: RunningState | undefined;
 
   constructor(
     private readonly native: NativeShim,
@@ -64,6 +71,7 @@ export class Daemon implements RpcContext {
     if (config.saved) checkSavedConfig(config.saved.where, config.saved.doc);
     this.reactors = { count: config.reactors, cpus: config.cpus, idleSpinUs: config.idleSpinUs };
     this.vhostSocketDir = opts.vhostSocketDir;
+    this.running = opts.rpcSocket ? new RunningState(opts.stateDir ?? DEFAULT_STATE_DIR, opts.rpcSocket) : undefined;
   }
 
   get pool(): ReactorPool {
@@ -87,20 +95,69 @@ export class Daemon implements RpcContext {
         r.on('log', (level, msg, data) => this.log[level]({ component: 'reactor', reactor: r.index, ...data }, msg));
       }
       this.bdevsRef = new BdevRegistry(this.log, (name) => this.storeResized(name));
-      this.exportsRef = new ExportRegistry(this.native, pool, this.bdevsRef, this.log, this.counters);
+      this.exportsRef = new ExportRegistry(this.native, pool, this.bdevsRef, this.log, this.counters, this.opts.stateDir);
       if (this.config.saved) await this.replay(this.config.saved.where, this.config.saved.doc);
       for (const b of this.config.bdevs) await this.bdevs.create(b);
       for (const x of this.config.exports) await this.exports.create(x);
+      const left = this.running?.load();
+      if (left) await this.restore(this.running!.path, left);
+      this.saveRunning();
       if (this.opts.metrics) {
         this.metricsServer = await startMetricsServer(this.opts.metrics, () => this.renderMetrics(), this.log);
       }
       if (this.opts.rpcSocket) {
-        this.rpc = new RpcServer(this.opts.rpcSocket, new RpcDispatcher<unknown>(this.methods as MethodTable<unknown>, this, this.log), this.log);
+        const dispatcher = new RpcDispatcher<unknown>(this.methods as MethodTable<unknown>, this, this.log, () => this.saveRunning());
+        this.rpc = new RpcServer(this.opts.rpcSocket, dispatcher, this.log);
         await this.rpc.start();
       }
     } catch (e) {
-      await this.stop();
+      // Devices taken over from a previous vdx stay: the next start may get further.
+      await this.stop('reattached');
       throw e;
+    }
+  }
+
+  /**
+   * Bring back what RPC calls had made of the vdx that ran on this socket
+   * before (running-state.ts). The command line comes first and wins: an
+   * entry whose name it already made is skipped. The first failure names the
+   * file and its entry.
+   */
+  private async restore(where: string, doc: SavedConfig): Promise<void> {
+    const made = (c: { method: string; params?: Record<string, unknown> }): boolean => {
+      const name = c.params?.['ctrlr'] ?? c.params?.['name'];
+      if (typeof name !== 'string') return false;
+      if (c.method === 'bdev_rbd_register_cluster') return this.rbdClusters.list().some((x) => x.name === name);
+      return c.method.startsWith('bdev_') ? this.bdevs.has(name) : this.exports.list().some((e) => e.cfg.name === name);
+    };
+    let restored = 0;
+    for (const s of doc.subsystems) {
+      for (const [i, c] of (s.config ?? []).entries()) {
+        if (c.method === 'framework_set_reactors' || c.method === 'bdev_wait_for_examine' || made(c)) continue;
+        const m = Object.hasOwn(this.methods, c.method) ? this.methods[c.method] : undefined;
+        const at = `${where}: subsystem ${s.subsystem}, config[${i}] (${c.method})`;
+        if (!m) throw new Error(`${at}: vdx has no such method; remove the file to start from the command line alone`);
+        try {
+          await m.call(c.params ?? {}, this, c.method);
+        } catch (e) {
+          throw new Error(`${at}: ${(e as Error).message}`);
+        }
+        restored++;
+      }
+    }
+    if (restored) this.log.info({ file: where, restored }, 'restored what RPC calls had made before this vdx started');
+  }
+
+  /** Keep the running-state file up to date (after start and after every RPC call that succeeded). */
+  private saveRunning(): void {
+    if (!this.running || !this.bdevsRef || !this.exportsRef) return;
+    const doc: SavedConfig = {
+      subsystems: SUBSYSTEMS.filter((s) => s.subsystem !== 'reactor').map((s) => ({ subsystem: s.subsystem, config: subsystemConfig(this, s.subsystem) })),
+    };
+    try {
+      this.running.save(doc);
+    } catch (e) {
+      this.log.warn(`${this.running.path}: ${(e as Error).message}; a restarted vdx will not restore RPC-made bdevs and exports`);
     }
   }
 
@@ -161,12 +218,19 @@ export class Daemon implements RpcContext {
     return renderPrometheus({ queues: this.counters.snapshot(), reactors: this.pool.reactorCounters() });
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stop serving. VDUSE devices are destroyed, or with `keep` left in place
+   * for the next vdx to re-attach ('all': an upgrade, after in-flight I/O
+   * drained; 'reattached': only those this process took over).
+   */
+  async stop(keep: 'none' | 'all' | 'reattached' = 'none'): Promise<void> {
     await this.rpc?.stop();
     this.rpc = undefined;
+    // Everything goes: the next vdx starts from its command line alone.
+    if (keep === 'none') this.running?.remove();
     await this.metricsServer?.close();
     this.metricsServer = undefined;
-    await this.exportsRef?.clear();
+    await this.exportsRef?.clear(keep);
     this.exportsRef = undefined;
     await this.poolRef?.shutdown();
     this.poolRef = undefined;

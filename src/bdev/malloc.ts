@@ -128,6 +128,7 @@ export const mallocBdev: BdevModule = {
         readonly: false,
         caps: { flush: true, discard: true, writeZeroes: true },
         maxDiscardBytes: 1 << 30,
+        volatile: true,
       },
       params: { addr: m.addr, hugePages: huge, populate },
     };

@@ -84,6 +84,11 @@ export interface BdevInfo {
    * on one connection does not cover writes replied on another.
    */
   singleReactor?: boolean;
+  /**
+   * The data lives in this process's memory (malloc): it dies with vdx, so a
+   * device a later vdx finds left over from this one is not served again.
+   */
+  volatile?: boolean;
 }
 
 /** What a reactor gives the channels it opens. */

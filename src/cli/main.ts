@@ -10,6 +10,7 @@ import { addRemoteCommands, printTable } from './remote.js';
 import { SystemdNotifier } from '../systemd/notify.js';
 import { type MetricsAddr, parseMetricsAddr } from '../metrics/server.js';
 import { VdpaClient } from '../vdpa/client.js';
+import { DEFAULT_STATE_DIR } from '../frontend/vduse/state.js';
 import { existsSync } from 'node:fs';
 import { createLogger } from '../log/logger.js';
 import { loadNative } from '../native/index.js';
@@ -76,6 +77,7 @@ program
     return Number(v);
   })
   .option('--rpc-socket <path>', `JSON-RPC socket (SPDK's protocol: rpc.py -s PATH, vdx rpc ...; default ${DEFAULT_RPC_SOCKET}; 'none' to disable)`)
+  .option('--state-dir <dir>', `VDUSE devices' records and in-flight logs, and what RPC calls made, for a restarted vdx to take back (default ${DEFAULT_STATE_DIR})`)
   .option('--vhost-socket-dir <dir>', `where vhost_create_blk_controller puts controller sockets, like SPDK's -S (default ${DEFAULT_VHOST_SOCKET_DIR})`)
   .option('--metrics <addr:port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9110 (default off)', (v: string) => {
     try {
@@ -90,7 +92,7 @@ program
     'after',
     `\n${keyHelp('Bdev types and keys:', Object.fromEntries(Object.entries(BDEV_MODULES).map(([t, m]) => [t, m.keys])))}\n\n${keyHelp('Export types and keys:', EXPORT_KEYS)}\n\nExample:\n  vdx serve --bdev malloc:name=m0,size=1G --export vhost-user:bdev=m0,socket=/run/vdx/m0.sock,num-queues=2,serial=disk0`,
   )
-  .action(async (o: { bdev: DaemonConfig['bdevs']; export: DaemonConfig['exports']; config?: string; reactors?: number; cpumask?: number[]; idleSpinUs?: number; rpcSocket?: string; vhostSocketDir?: string; metrics?: MetricsAddr; logLevel?: string; logFormat?: string }) => {
+  .action(async (o: { bdev: DaemonConfig['bdevs']; export: DaemonConfig['exports']; config?: string; reactors?: number; cpumask?: number[]; idleSpinUs?: number; rpcSocket?: string; stateDir?: string; vhostSocketDir?: string; metrics?: MetricsAddr; logLevel?: string; logFormat?: string }) => {
     if (o.logFormat !== undefined && o.logFormat !== 'json' && o.logFormat !== 'pretty') {
       program.error(`--log-format ${o.logFormat}: must be json or pretty`, { exitCode: 2 });
     }
@@ -127,7 +129,7 @@ program
     }
     const rpc = o.rpcSocket === 'none' ? null : (o.rpcSocket ?? DEFAULT_RPC_SOCKET);
     const notifier = new SystemdNotifier({ log });
-    const daemon = new Daemon(loadNative(), cfg, log, { rpcSocket: rpc, vhostSocketDir: o.vhostSocketDir ?? DEFAULT_VHOST_SOCKET_DIR, metrics: o.metrics });
+    const daemon = new Daemon(loadNative(), cfg, log, { rpcSocket: rpc, vhostSocketDir: o.vhostSocketDir ?? DEFAULT_VHOST_SOCKET_DIR, metrics: o.metrics, stateDir: o.stateDir ?? DEFAULT_STATE_DIR });
     try {
       await daemon.start();
     } catch (e) {
@@ -156,9 +158,12 @@ program
     const stop = (sig: string) => {
       if (stopping) return;
       stopping = true;
-      log.info(`${sig}: shutting down`);
+      // SIGUSR2: stop for an upgrade. In-flight I/O drains, VDUSE devices stay
+      // (the next vdx re-attaches them), vhost-user front-ends reconnect.
+      const keep = sig === 'SIGUSR2';
+      log.info(keep ? `${sig}: stopping for an upgrade; VDUSE devices stay for the next vdx` : `${sig}: shutting down`);
       notifier.stopping(`${sig}: shutting down`);
-      daemon.stop().then(
+      daemon.stop(keep ? 'all' : 'none').then(
         () => process.exit(0),
         (e: Error) => {
           log.error(`shutdown failed: ${e.message}`);
@@ -168,6 +173,7 @@ program
     };
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGUSR2', () => stop('SIGUSR2'));
   });
 
 addRemoteCommands(program);

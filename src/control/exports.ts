@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { ExportConfig as DaemonConfigExport, VduseExportConfig, VhostUserExportConfig } from '../config/config.js';
 import type { QueueHost, QueuePlacer, ReactorHandle, ReactorPool } from '../core/reactor-pool.js';
 import { VduseExport } from '../frontend/vduse/export.js';
+import { DEFAULT_STATE_DIR } from '../frontend/vduse/state.js';
 import { VhostUserExport } from '../frontend/vhost-user/export.js';
 import type { NativeShim } from '../native/index.js';
 import { parseCpumask } from '../config/config.js';
@@ -43,6 +44,8 @@ export class ExportRegistry {
     private readonly log: Logger,
     /** I/O counters per export and queue; an export's series go when it is deleted */
     private readonly counters: CounterRegistry,
+    /** VDUSE devices' records and in-flight logs (frontend/vduse/state.ts) */
+    private readonly stateDir: string = DEFAULT_STATE_DIR,
   ) {}
 
   /** Run control operations one at a time, in the order they were asked for. */
@@ -100,7 +103,7 @@ export class ExportRegistry {
           entry = { kind: 'vhost-user', cfg, impl };
         } else {
           this.ops ??= new VdpaOps();
-          const impl = new VduseExport(this.native, this.pool, placer, bdev, cfg, this.log, this.ops, this.counters);
+          const impl = new VduseExport(this.native, this.pool, placer, bdev, cfg, this.log, this.ops, this.counters, this.stateDir);
           await impl.start();
           entry = { kind: 'vduse', cfg: { ...cfg }, impl };
         }
@@ -177,14 +180,20 @@ export class ExportRegistry {
     });
   }
 
-  /** Stop everything (daemon shutdown). */
-  async clear(): Promise<void> {
+  /**
+   * Stop everything (daemon shutdown). VDUSE devices are destroyed, or, with
+   * `keep` ('all' for an upgrade, 'reattached' when a start failed), left in
+   * place for the next vdx; vhost-user front-ends reconnect to it either way.
+   */
+  async clear(keep: 'none' | 'all' | 'reattached' = 'none'): Promise<void> {
     await this.serial(async () => {
       this.closed = true;
       const all = [...this.entries.values()];
       for (const e of all.filter((x) => x.kind === 'vhost-user')) await e.impl.stop();
-      for (const e of all.filter((x) => x.kind === 'vduse')) {
-        await e.impl.stop().catch((err: Error) => this.log.error(`stopping ${e.cfg.name}: ${err.message}`));
+      for (const e of all) {
+        if (e.kind !== 'vduse') continue;
+        const leave = keep === 'all' || (keep === 'reattached' && e.impl.reattached);
+        await (leave ? e.impl.detach() : e.impl.stop()).catch((err: Error) => this.log.error(`stopping ${e.cfg.name}: ${err.message}`));
       }
       for (const e of all) this.bdevs.release(e.cfg.bdev, claimantOf(e.kind, e.cfg.name));
       this.entries.clear();

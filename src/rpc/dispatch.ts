@@ -26,6 +26,8 @@ export class RpcDispatcher<C> {
     private readonly methods: MethodTable<C>,
     private readonly ctx: C,
     private readonly log: Logger,
+    /** after each call that succeeded, before its reply is sent (the daemon saves its running state) */
+    private readonly afterCall?: (method: string) => void,
   ) {}
 
   /** Handle one JSON value's text; resolves with the reply text, or undefined when nothing is owed (notifications). */
@@ -87,6 +89,7 @@ export class RpcDispatcher<C> {
     } else {
       try {
         const result = await m.call(r.params, this.ctx, name);
+        this.afterCall?.(name);
         res = { jsonrpc: '2.0', id: rid, result: result === undefined ? true : result };
       } catch (e) {
         if (e instanceof ControlError) res = errorResponse(rid, e.code, e.message);

@@ -33,7 +33,7 @@ interface LogLine {
 }
 
 describe('vdx restart under guest I/O, vhost-user, QEMU 7.2 reconnect=1', () => {
-  test(`fio verify on a raw disk (O_DIRECT file, split ring), on ext4 (page-cache file, packed ring) and on two slow nbd disks (split, packed) across ${KILLS} SIGKILLs: no error, no request lost or run twice, fsck clean`, async () => {
+  test(`fio verify on a raw disk (O_DIRECT file, split ring), on ext4 (page-cache file, packed ring) and on two slow nbd disks (split, packed) across ${KILLS - 1} SIGKILLs and an upgrade stop (SIGUSR2): no error, no request lost or run twice, fsck clean`, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'vdx-restart-'));
     try {
       const images = { a: join(dir, 'a.img'), b: join(dir, 'b.img') };
@@ -96,13 +96,16 @@ describe('vdx restart under guest I/O, vhost-user, QEMU 7.2 reconnect=1', () => 
       // (runGuest), and only the boot that finished is judged.
       const downMs: number[] = [];
       let bootGeneration = 0;
+      let upgradeExit: number | null | undefined;
       let bootLogMark = '';
       const kills = async () => {
         for (let k = 0; k < KILLS; k++) {
           await new Promise((r) => setTimeout(r, 4000 + Math.random() * 8000));
           const t0 = Date.now();
-          vdx.kill('SIGKILL');
-          await exited(vdx);
+          // The second is the stop for an upgrade: in-flight I/O drains, vdx exits 0.
+          vdx.kill(k === 1 ? 'SIGUSR2' : 'SIGKILL');
+          const code = await exited(vdx);
+          if (k === 1) upgradeExit = code;
           // The stale sockets stay behind, as after a crash; the new vdx takes them over.
           vdx = await start();
           downMs.push(Date.now() - t0);
@@ -129,6 +132,7 @@ describe('vdx restart under guest I/O, vhost-user, QEMU 7.2 reconnect=1', () => 
       expect(r.output).toContain('RESTART-OK');
       expect(downMs.length).toBe(KILLS);
       expect(generation - bootGeneration).toBe(KILLS);
+      expect(upgradeExit).toBe(0);
 
       // Every restart resumed the queues from the region, and some requests were in flight to run again.
       const text = readFileSync(logPath, 'utf8');
@@ -142,6 +146,7 @@ describe('vdx restart under guest I/O, vhost-user, QEMU 7.2 reconnect=1', () => 
       // Requests ran again on the slow disks, split and packed.
       for (const n of ['c', 'd']) expect(resumed.filter((l) => l.export === n).reduce((k, l) => k + (l.resubmitted ?? 0), 0)).toBeGreaterThan(0);
       expect(lines.some((l) => /queue broken|not started/.test(l.msg ?? ''))).toBe(false);
+      expect(lines.some((l) => /SIGUSR2: stopping for an upgrade/.test(l.msg ?? ''))).toBe(true);
       process.stderr.write(`restart: vdx down ${downMs.join(', ')} ms (SIGKILL to listening again); ${r.output.split('\n').filter((l) => l.startsWith('fio ')).join('; ')}\n`);
       vdx.kill('SIGTERM');
       expect(await exited(vdx)).toBe(0);

@@ -22,6 +22,9 @@ import {
   bit,
 } from '../../virtio/constants.js';
 import { VDPA_MODULE_HINT } from '../../vdpa/client.js';
+import { recoverSplit } from '../../virtio/inflight.js';
+import { recoverPacked } from '../../virtio/inflight-packed.js';
+import { recordDifference, VduseState, type VduseRecord } from './state.js';
 import {
   VDUSE_API_VERSION,
   VDUSE_CREATE_DEV,
@@ -74,6 +77,8 @@ export interface VduseDeviceContext {
   bdev: BdevDesc;
   blk: BlkParams;
   opts: BlkExportOptions & { vduseName: string; packed: boolean };
+  /** where the device's record and in-flight log live (state.ts) */
+  stateDir: string;
   /** reactors report broken queues through the export */
   onBroken: (id: string, handler: (why: string) => void) => () => void;
   /** I/O counter buffers, one per queue index for the export's life; absent: counted privately */
@@ -95,6 +100,9 @@ export class VduseDevice {
   private readonly log: Logger;
   private readonly unregister = new Map<number, () => void>();
   private closed = false;
+  private readonly state: VduseState;
+  /** the device existed and this process took it over from a previous vdx */
+  reattached = false;
 
   constructor(private readonly ctx: VduseDeviceContext) {
     this.log = ctx.log;
@@ -102,6 +110,7 @@ export class VduseDevice {
     this.offered =
       blkFeatures(ctx.blk, ctx.opts.numQueues) | bit(VIRTIO_F_ACCESS_PLATFORM_BIT) | (ctx.opts.packed ? bit(VIRTIO_F_RING_PACKED_BIT) : 0n);
     this.config = blkConfig(ctx.blk, ctx.opts);
+    this.state = new VduseState(ctx.native, ctx.stateDir, ctx.opts.vduseName);
   }
 
   get name(): string {
@@ -113,15 +122,34 @@ export class VduseDevice {
     return this.dev >= 0;
   }
 
-  /** Create /dev/vduse/NAME, set up every queue and start answering the kernel. */
-  create(): void {
+  private record(): VduseRecord {
+    return {
+      name: this.name,
+      features: this.offered.toString(16),
+      numQueues: this.ctx.opts.numQueues,
+      queueSize: this.ctx.opts.queueSize,
+      config: Buffer.from(this.config).toString('hex'),
+    };
+  }
+
+  /**
+   * Create /dev/vduse/NAME, set up every queue and start answering the kernel;
+   * or, if a previous vdx created it and died, take it back (reattach);
+   * `serve: false` takes it back only to answer the kernel while it is
+   * removed (its data is gone), starting no queue.
+   */
+  async create(o: { serve?: boolean } = {}): Promise<void> {
     const n = this.ctx.native;
+    this.closed = false;
+    this.status = 0;
+    this.reattached = false;
     if (!existsSync(VDUSE_CONTROL)) throw new Error(`${VDUSE_CONTROL} is missing: ${VDPA_MODULE_HINT}`);
     this.ctl = openSync(VDUSE_CONTROL, FS.O_RDWR);
     const ver = new Uint8Array(8);
     new DataView(ver.buffer).setBigUint64(0, BigInt(VDUSE_API_VERSION), true);
     let rc = n.ioctl(this.ctl, VDUSE_SET_API_VERSION, ver);
     if (rc < 0) throw this.fail(`VDUSE_SET_API_VERSION: ${errnoName(-rc)}`);
+    if (existsSync(`/dev/vduse/${this.name}`)) return this.reattach(o.serve ?? true);
     const cfg = encodeDevConfig({
       name: this.name,
       deviceId: VIRTIO_ID_BLOCK,
@@ -134,25 +162,98 @@ export class VduseDevice {
     if (rc === -E.EEXIST) throw this.fail(`a VDUSE device named '${this.name}' already exists; choose another name=`);
     if (rc < 0) throw this.fail(`VDUSE_CREATE_DEV ${this.name}: ${errnoName(-rc)}`);
     try {
+      // Before the device serves anything: a kill from here on leaves a record to re-attach by.
+      this.state.writeRecord(this.record());
+      this.state.createLog(this.ctx.opts.numQueues, this.ctx.opts.queueSize);
       this.dev = openSync(`/dev/vduse/${this.name}`, FS.O_RDWR | FS.O_NONBLOCK);
       for (let i = 0; i < this.ctx.opts.numQueues; i++) {
         rc = n.ioctl(this.dev, VDUSE_VQ_SETUP, encodeVqConfig(i, this.ctx.opts.queueSize));
         if (rc < 0) throw new Error(`VDUSE_VQ_SETUP ${i}: ${errnoName(-rc)}`);
-        const kickFd = n.eventfd(0, n.EFD_NONBLOCK | n.EFD_CLOEXEC);
-        this.vqs.push({ kickFd, running: undefined, lastAvail: 0, lastUsed: 0, resume: false });
+        this.addVq();
       }
     } catch (e) {
       try {
         this.destroyDevice();
+        this.state.remove();
       } catch (d) {
         this.log.error((d as Error).message);
       }
       throw this.fail((e as Error).message);
     }
     // Messages arrive while the device is being added to the bus: serve them from now on.
-    this.watcher = new n.FdWatcher(this.dev);
-    this.watcher.start(true, false, () => this.readable());
+    this.watch();
     this.log.info({ queues: this.ctx.opts.numQueues, queueSize: this.ctx.opts.queueSize }, `VDUSE device /dev/vduse/${this.name} created`);
+  }
+
+  /** /dev/vduse/NAME exists and the state directory records vdx creating it: a previous vdx left it. */
+  leftOver(): boolean {
+    if (!existsSync(`/dev/vduse/${this.name}`)) return false;
+    try {
+      return this.state.readRecord() !== undefined;
+    } catch {
+      return false; // create() refuses it, saying why
+    }
+  }
+
+  private addVq(): void {
+    const kickFd = this.ctx.native.eventfd(0, this.ctx.native.EFD_NONBLOCK | this.ctx.native.EFD_CLOEXEC);
+    this.vqs.push({ kickFd, running: undefined, lastAvail: 0, lastUsed: 0, resume: false });
+  }
+
+  private watch(): void {
+    this.watcher = new this.ctx.native.FdWatcher(this.dev);
+    this.watcher.start(true, false, () => this.readable());
+  }
+
+  /**
+   * The device outlived the vdx that created it (Linux keeps it, its config
+   * and its bounce pages): check it is the one the record describes, open
+   * it, and resume where the log says. Refused, and left untouched, when vdx
+   * has no record of it or the record does not match the export.
+   */
+  private async reattach(serve: boolean): Promise<void> {
+    let saved: VduseRecord | undefined;
+    try {
+      saved = this.state.readRecord();
+    } catch (e) {
+      throw this.fail(`VDUSE device '${this.name}' exists; ${(e as Error).message}: not touched`);
+    }
+    if (!saved) {
+      throw this.fail(`a VDUSE device named '${this.name}' exists and ${this.state.dir} has no record of vdx creating it: not touched; choose another name=`);
+    }
+    const diff = recordDifference(saved, this.record());
+    if (diff) throw this.fail(`VDUSE device '${this.name}' exists but is not this export's: ${diff}; not touched`);
+    // The previous process's file may still be closing (its last fd goes with its exit).
+    for (let tries = 0; ; tries++) {
+      try {
+        this.dev = openSync(`/dev/vduse/${this.name}`, FS.O_RDWR | FS.O_NONBLOCK);
+        break;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EBUSY' || tries >= 50) {
+          const busy = (e as NodeJS.ErrnoException).code === 'EBUSY' ? ' (another process has it open: is a vdx still serving it?)' : '';
+          throw this.fail(`opening /dev/vduse/${this.name}: ${(e as Error).message}${busy}`);
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    try {
+      this.state.openLog(this.ctx.opts.numQueues, this.ctx.opts.queueSize);
+    } catch (e) {
+      closeSync(this.dev);
+      this.dev = -1;
+      throw this.fail(`VDUSE device '${this.name}' exists, but ${(e as Error).message}; not touched`);
+    }
+    for (let i = 0; i < this.ctx.opts.numQueues; i++) this.addVq();
+    this.status = this.state.status;
+    this.reattached = true;
+    // Resume before answering anything: the kernel replays what the old process
+    // read and never answered, and a reset among it must find the queues running.
+    const resumed = (this.chain = this.chain.then(async () => {
+      if (serve && this.status & VIRTIO_CONFIG_S_DRIVER_OK) await this.startQueues();
+    }));
+    this.watch();
+    await resumed;
+    this.log.info({ status: this.status, queues: this.vqs.filter((q) => q.running).length }, `VDUSE device /dev/vduse/${this.name} re-attached`);
   }
 
   private fail(msg: string): Error {
@@ -261,6 +362,8 @@ export class VduseDevice {
         vq.resume = false;
       }
       this.status = 0;
+      this.state.clearRegions();
+      this.state.status = 0;
       this.log.info('device reset');
       return true;
     }
@@ -281,6 +384,7 @@ export class VduseDevice {
       }
     }
     this.status = s;
+    this.state.status = s;
     return true;
   }
 
@@ -343,8 +447,34 @@ export class VduseDevice {
       rings.push({ i, size, desc, avail, used, info });
     }
     const regions = this.regions.map(({ gpa, uva, hostAddr, lenBytes, readonly }) => ({ gpa, uva, hostAddr, lenBytes, readonly }));
+    const maps = this.regions.map((m) => m.map);
+    const queueSize = this.ctx.opts.queueSize;
     for (const r of rings) {
       const vq = this.vqs[r.i]!;
+      // Where the ring resumes: the in-flight log knows what was taken and not
+      // completed (a previous vdx's, or ours after our own stop); a fresh region
+      // starts where the driver set the queue (virtio_vdpa: 0, wrap counters 1;
+      // vhost-vdpa: SET_VRING_BASE), or where our own stop left it.
+      const reg = this.state.region(r.i, queueSize);
+      let lastAvail: number;
+      let usedIdx: number;
+      let rec: { resubmit: number[]; nextCounter: number; inherited: boolean };
+      if (packed) {
+        const base = vq.resume ? (vq.lastAvail | (vq.lastUsed << 16)) >>> 0 : (r.info.packedAvail | (r.info.packedUsed << 16)) >>> 0;
+        const p = recoverPacked(reg.buffer, reg.offset, queueSize, r.size, (pos) => readMappedU16(maps, r.desc + 16 * pos + 14), base);
+        if (typeof p === 'string') throw new Error(`queue ${r.i}: ${p}; the queue is not started`);
+        lastAvail = p.availState;
+        usedIdx = p.usedState;
+        rec = p;
+      } else {
+        const used = readMappedU16(maps, r.used + 2);
+        if (used === undefined) throw new Error(`queue ${r.i}: used ring is not mapped`);
+        const sp = recoverSplit(reg.buffer, reg.offset, queueSize, r.size, used);
+        if (typeof sp === 'string') throw new Error(`queue ${r.i}: ${sp}; the queue is not started`);
+        lastAvail = sp.inherited ? sp.lastAvail : vq.resume ? vq.lastAvail : r.info.availIndex;
+        usedIdx = used;
+        rec = sp;
+      }
       const kick = n.ioctl(this.dev, VDUSE_VQ_SETUP_KICKFD, encodeVqEventfd(r.i, vq.kickFd));
       if (kick < 0) throw new Error(`VDUSE_VQ_SETUP_KICKFD ${r.i}: ${errnoName(-kick)}`);
       const id = `${this.name}#${generation}/${r.i}`;
@@ -359,10 +489,9 @@ export class VduseDevice {
         usedAddr: r.used,
         eventIdx: (features & bit(VIRTIO_RING_F_EVENT_IDX_BIT)) !== 0n,
         indirect: (features & bit(VIRTIO_RING_F_INDIRECT_DESC_BIT)) !== 0n,
-        // The kernel's state is what the driver set (virtio_vdpa: wrap counters 1;
-        // vhost-vdpa: SET_VRING_BASE); after our own stop, ours is newer.
-        lastAvail: vq.resume ? vq.lastAvail : packed ? r.info.packedAvail : r.info.availIndex,
-        usedIdx: packed ? (vq.resume ? vq.lastUsed : r.info.packedUsed) : (readMappedU16(this.regions.map((m) => m.map), r.used + 2) ?? 0),
+        lastAvail,
+        usedIdx,
+        inflight: { addr: reg.addr, descNum: queueSize, resubmit: rec.resubmit, nextCounter: rec.nextCounter },
         kickFd: vq.kickFd,
         callFd: -1,
         irq: { fd: this.dev, request: VDUSE_VQ_INJECT_IRQ, arg: r.i },
@@ -375,9 +504,18 @@ export class VduseDevice {
       await host.addQueue(spec);
       vq.running = { host, id };
       vq.resume = false;
-      // A driver that queued requests before its kick fd was set gets a first look.
+      // A driver that queued requests before its kick fd was set (or while no
+      // vdx read it) gets a first look; one interrupt shows it completions a
+      // previous vdx wrote just before it died.
       n.eventfdWrite(vq.kickFd, 1);
-      this.log.info({ queue: r.i, size: r.size, packed, reactor: host.index, base: spec.lastAvail }, 'queue started');
+      const irq = new Uint8Array(4);
+      new DataView(irq.buffer).setUint32(0, r.i, true);
+      const irc = n.ioctl(this.dev, VDUSE_VQ_INJECT_IRQ, irq);
+      if (irc < 0) this.log.warn({ queue: r.i }, `VDUSE_VQ_INJECT_IRQ: ${errnoName(-irc)}`);
+      if (rec.inherited && (rec.resubmit.length > 0 || this.reattached)) {
+        this.log.info({ queue: r.i, lastAvail, usedIdx, resubmitted: rec.resubmit.length }, 'queue resumed from the in-flight log');
+      }
+      this.log.info({ queue: r.i, size: r.size, packed, reactor: host.index, base: lastAvail }, 'queue started');
     }
   }
 
@@ -399,7 +537,7 @@ export class VduseDevice {
 
   // ------------------------------------------------------------- config, teardown
 
-  /** New capacity (bytes): rewrite the config space and tell the driver. */
+  /** New capacity (bytes): rewrite the config space (and the record) and tell the driver. */
   setCapacity(sizeBytes: number): void {
     const n = this.ctx.native;
     const sectors = sizeBytes / 512;
@@ -412,6 +550,7 @@ export class VduseDevice {
     let rc = n.ioctl(this.dev, VDUSE_DEV_SET_CONFIG, b);
     if (rc < 0) throw new Error(`VDUSE_DEV_SET_CONFIG: ${errnoName(-rc)}`);
     this.config.set(b.subarray(8), 0);
+    this.state.writeRecord(this.record());
     rc = n.ioctl(this.dev, VDUSE_DEV_INJECT_CONFIG_IRQ, null);
     if (rc < 0) throw new Error(`VDUSE_DEV_INJECT_CONFIG_IRQ: ${errnoName(-rc)}`);
   }
@@ -419,14 +558,41 @@ export class VduseDevice {
   /** Stop serving and destroy the device; the caller has taken it off the vDPA bus. False if there was none. */
   async destroy(): Promise<boolean> {
     if (this.ctl < 0) return false;
+    await this.quiesce();
+    this.destroyDevice();
+    this.state.remove();
+    return true;
+  }
+
+  /**
+   * Stop serving but leave the device (for a vdx that starts after this one):
+   * in-flight I/O drains, the log stays with the status and the rings'
+   * progress, /dev/vdX or /dev/vhost-vdpa-N stays where it is. False if there
+   * was no device.
+   */
+  async detach(): Promise<boolean> {
+    if (this.dev < 0) return false;
+    await this.quiesce();
+    const n = this.ctx.native;
+    for (const vq of this.vqs.splice(0)) n.close(vq.kickFd);
+    closeSync(this.dev);
+    this.dev = -1;
+    if (this.ctl >= 0) {
+      closeSync(this.ctl);
+      this.ctl = -1;
+    }
+    this.state.closeLog();
+    return true;
+  }
+
+  /** No more messages answered, queues stopped once their I/O drained, mappings gone. */
+  private async quiesce(): Promise<void> {
     await this.chain;
     this.closed = true;
     this.watcher?.close();
     this.watcher = undefined;
     await this.stopQueues();
     this.unmapAll();
-    this.destroyDevice();
-    return true;
   }
 
   private destroyDevice(): void {

@@ -35,7 +35,9 @@ export class VduseExport {
     log: Logger,
     private readonly ops: VdpaOps,
     /** where the queues count their I/O (metrics, iostat) */
-    counters?: QueueCounterSource,
+    counters: QueueCounterSource | undefined,
+    /** where devices' records and in-flight logs live, for a restarted vdx to re-attach */
+    stateDir: string,
   ) {
     this.log = log.child({ component: 'vduse', export: opts.name });
     this.device = new VduseDevice({
@@ -47,6 +49,7 @@ export class VduseExport {
       opts: { ...opts, vduseName: opts.name },
       onBroken: (id, h) => pool.onBroken(id, h),
       counters,
+      stateDir,
     });
   }
 
@@ -55,14 +58,39 @@ export class VduseExport {
   }
 
   async start(): Promise<void> {
-    this.device.create();
+    if (this.bdev.info.volatile && this.device.leftOver()) {
+      // Its data died with the vdx that served it: the old device, served
+      // again, would show its driver a disk of zeros under its caches. It goes
+      // (its driver sees the disk removed) and a new one is made. Taken back
+      // first, so the reset its removal sends is answered at once, not after
+      // the kernel's message timeout.
+      await this.device.create({ serve: false });
+      const st = await this.ops.state(this.name).catch(() => undefined);
+      if (st?.onBus) await this.ops.devDel(this.name);
+      await this.device.destroy();
+      this.log.warn(`VDUSE device ${this.name} was left by a previous vdx, but its ${this.bdev.info.type} bdev's data died with it: removed it, creating it anew`);
+    }
+    await this.device.create();
     if (this.opts.bus === 'none') return;
     try {
-      await this.ops.devNew(this.name);
+      if (this.device.reattached) {
+        // Re-attached: the device stays on the bus and driver where it was
+        // (a run-time switch may have moved it), so /dev/vdX keeps its
+        // major:minor and /dev/vhost-vdpa-N its VM.
+        const st = await this.ops.state(this.name);
+        if (st.onBus && st.driver) {
+          this.log.info({ driver: st.driver, node: st.node }, `${this.name} stays ${st.node ?? 'on the bus'}`);
+          return;
+        }
+        if (!st.onBus) await this.ops.devNew(this.name);
+      } else {
+        await this.ops.devNew(this.name);
+      }
       const node = await this.ops.bind(this.name, this.opts.bus);
       this.log.info({ bus: this.opts.bus, node }, `${this.name} is ${node}`);
     } catch (e) {
-      await this.stop().catch(() => {});
+      // A device taken over from a previous vdx stays for the next attempt; one made now goes.
+      await (this.device.reattached ? this.detach() : this.stop()).catch(() => {});
       throw new Error(`vduse export ${this.name}: ${(e as Error).message}`);
     }
   }
@@ -86,6 +114,19 @@ export class VduseExport {
 
   async info(): Promise<VduseExportInfo> {
     return { type: 'vduse', bdev: this.bdev.info.name, ...(await this.ops.state(this.name)) };
+  }
+
+  /** Stop serving and leave the device on the bus as it is, for the next vdx to re-attach (an upgrade). */
+  async detach(): Promise<void> {
+    // A malloc bdev's data ends with this process: its device cannot outlive it.
+    if (this.bdev.info.volatile) return this.stop();
+    await this.switching;
+    if (await this.device.detach()) this.log.info(`VDUSE device ${this.name} left in place for the next vdx`);
+  }
+
+  /** True when the device was taken over from a previous vdx rather than created. */
+  get reattached(): boolean {
+    return this.device.reattached;
   }
 
   async stop(): Promise<void> {
