@@ -41,6 +41,14 @@ export interface DaemonOptions {
   stateDir?: string;
 }
 
+/** "cluster:NAME", "bdev:NAME" or "export:NAME" for a config entry that makes one; undefined for others. */
+function entryKey(c: { method: string; params?: Record<string, unknown> }): string | undefined {
+  const name = c.params?.['ctrlr'] ?? c.params?.['name'];
+  if (typeof name !== 'string' || !/_create|_register_cluster$/.test(c.method)) return undefined;
+  if (c.method === 'bdev_rbd_register_cluster') return `cluster:${name}`;
+  return c.method.startsWith('bdev_') ? `bdev:${name}` : `export:${name}`;
+}
+
 function resizableTypes(): string[] {
   return Object.values(BDEV_MODULES).filter((m) => m.resize).map((m) => m.type);
 }
@@ -60,6 +68,8 @@ export class Daemon implements RpcContext {
   readonly vhostSocketDir: string;
   /** what RPC calls made, for the next vdx on this socket (none without a socket) */
   private readonly running: RunningState | undefined;
+  /** "kind:name" of what the command line made: it makes them again itself, so they are not kept */
+  private declared = new Set<string>();
 
   constructor(
     private readonly native: NativeShim,
@@ -99,6 +109,12 @@ export class Daemon implements RpcContext {
       if (this.config.saved) await this.replay(this.config.saved.where, this.config.saved.doc);
       for (const b of this.config.bdevs) await this.bdevs.create(b);
       for (const x of this.config.exports) await this.exports.create(x);
+      // What exists now is the command line's (and --config's); the running state keeps the rest.
+      this.declared = new Set([
+        ...this.rbdClusters.list().map((c) => `cluster:${c.name}`),
+        ...this.bdevs.list().map((b) => `bdev:${b.desc.info.name}`),
+        ...this.exports.list().map((e) => `export:${e.cfg.name}`),
+      ]);
       const left = this.running?.load();
       if (left) await this.restore(this.running!.path, left);
       this.saveRunning();
@@ -125,10 +141,11 @@ export class Daemon implements RpcContext {
    */
   private async restore(where: string, doc: SavedConfig): Promise<void> {
     const made = (c: { method: string; params?: Record<string, unknown> }): boolean => {
-      const name = c.params?.['ctrlr'] ?? c.params?.['name'];
-      if (typeof name !== 'string') return false;
-      if (c.method === 'bdev_rbd_register_cluster') return this.rbdClusters.list().some((x) => x.name === name);
-      return c.method.startsWith('bdev_') ? this.bdevs.has(name) : this.exports.list().some((e) => e.cfg.name === name);
+      const key = entryKey(c);
+      if (!key) return false;
+      const [kind, name] = [key.slice(0, key.indexOf(':')), key.slice(key.indexOf(':') + 1)];
+      if (kind === 'cluster') return this.rbdClusters.list().some((x) => x.name === name);
+      return kind === 'bdev' ? this.bdevs.has(name) : this.exports.list().some((e) => e.cfg.name === name);
     };
     let restored = 0;
     for (const s of doc.subsystems) {
@@ -151,10 +168,14 @@ export class Daemon implements RpcContext {
   /** Keep the running-state file up to date (after start and after every RPC call that succeeded). */
   private saveRunning(): void {
     if (!this.running || !this.bdevsRef || !this.exportsRef) return;
-    const doc: SavedConfig = {
-      subsystems: SUBSYSTEMS.filter((s) => s.subsystem !== 'reactor').map((s) => ({ subsystem: s.subsystem, config: subsystemConfig(this, s.subsystem) })),
-    };
     try {
+      const keep = (c: { method: string }) => {
+        const key = entryKey(c as { method: string; params?: Record<string, unknown> });
+        return key === undefined || !this.declared.has(key);
+      };
+      const doc: SavedConfig = {
+        subsystems: SUBSYSTEMS.filter((s) => s.subsystem !== 'reactor').map((s) => ({ subsystem: s.subsystem, config: subsystemConfig(this, s.subsystem).filter(keep) })),
+      };
       this.running.save(doc);
     } catch (e) {
       this.log.warn(`${this.running.path}: ${(e as Error).message}; a restarted vdx will not restore RPC-made bdevs and exports`);
@@ -226,11 +247,12 @@ export class Daemon implements RpcContext {
   async stop(keep: 'none' | 'all' | 'reattached' = 'none'): Promise<void> {
     await this.rpc?.stop();
     this.rpc = undefined;
-    // Everything goes: the next vdx starts from its command line alone.
-    if (keep === 'none') this.running?.remove();
     await this.metricsServer?.close();
     this.metricsServer = undefined;
     await this.exportsRef?.clear(keep);
+    // Everything went: the next vdx starts from its command line alone. (Removed
+    // only now: a kill during the stop leaves what is left to be taken back.)
+    if (keep === 'none') this.running?.remove();
     this.exportsRef = undefined;
     await this.poolRef?.shutdown();
     this.poolRef = undefined;

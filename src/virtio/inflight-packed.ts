@@ -15,10 +15,12 @@
 //   10 u16 desc_num            queue_size of GET_INFLIGHT_FD
 //   12 u16 free_head, 14 old_free_head: 0, unused (the pool's free list lives
 //          in the daemon, rebuilt from the in-flight chains on recovery)
-//   16 u16 used_idx            with 20 u8 used_wrap_counter: where the used
-//                              descriptor being written ends (pending)
-//   18 u16 old_used_idx        with 21 u8 old_used_wrap_counter: the next used
-//                              position; every completion before it is done
+//   16 u16 used_idx            where the used descriptor being written ends
+//                              (pending): position | wrap counter << 15, one
+//                              store, so a kill cannot split the pair
+//   18 u16 old_used_idx        the next used position, the same way; every
+//                              completion before it is done
+//   20 u8, 21 u8 (the wrap counters in the rst): 0, unused (in bit 15 above)
 //   22 u16 (padding in the rst) first entry of the chain being completed
 //   32 desc[desc_num], 32 bytes each, a pool of copied ring descriptors:
 //      0 u8 inflight (1 on a chain's first entry while its buffer is out)
@@ -37,6 +39,11 @@
 // the ring slot at old_used says whether its used descriptor was written
 // (recoverPacked). Every in-flight chain was fetched and not used, so the next
 // descriptor to fetch is old_used plus the ring descriptors of all of them.
+//
+// The region is shared with the front-end, which may rewrite it at any time:
+// the daemon writes the chains' shape there for its successor but reads it
+// back only once, checked, when it inherits the region (the constructor);
+// on the hot path it reads its own copy.
 
 import { VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED } from './packed-ring.js';
 
@@ -63,6 +70,10 @@ export class PackedInflight {
   private freeTop = 0;
   /** buffer id -> first entry of its chain, NONE when the id is not in flight */
   private readonly headOf: Uint16Array;
+  /** our copy of the chains' shape: next entry, and for a first entry its length and buffer id */
+  private readonly link: Uint16Array;
+  private readonly lengthOf: Uint16Array;
+  private readonly idOf: Uint16Array;
   /** the chain being fetched */
   private chainHead = NONE;
   private chainLast = NONE;
@@ -70,7 +81,8 @@ export class PackedInflight {
 
   /**
    * `resubmit`: the first entries of the chains a previous daemon left in
-   * flight (recoverPacked checked them); their entries stay taken.
+   * flight (recoverPacked checked them); their entries stay taken. Throws if
+   * the region no longer says what was checked.
    */
   constructor(buffer: ArrayBuffer, offset: number, readonly descNum: number, nextCounter: number, resubmit: readonly number[]) {
     const bytes = inflightPackedStride(descNum);
@@ -80,30 +92,41 @@ export class PackedInflight {
     this.counter = nextCounter;
     this.free = new Uint16Array(descNum);
     this.headOf = new Uint16Array(descNum).fill(NONE);
+    this.link = new Uint16Array(descNum);
+    this.lengthOf = new Uint16Array(descNum);
+    this.idOf = new Uint16Array(descNum);
     const taken = new Uint8Array(descNum);
+    const changed = (why: string) => new Error(`the in-flight region changed after it was checked: ${why}`);
     for (const head of resubmit) {
+      const num = this.u16[(HDR + DESC * head + 6) >> 1]!;
+      if (head >= descNum || num < 1 || num > descNum) throw changed(`entry ${head} holds a chain of ${num}`);
       let e = head;
-      for (let k = this.num(head); k > 0; k--) {
+      for (let k = 0; k < num; k++) {
+        if (e >= descNum || taken[e]) throw changed(`chain at entry ${head} runs into entry ${e}`);
         taken[e] = 1;
-        e = this.next(e);
+        const next = this.u16[(HDR + DESC * e + 2) >> 1]!;
+        this.link[e] = next;
+        if (k < num - 1) e = next;
       }
-      this.headOf[this.chainId(head)] = head;
+      const id = this.u16[(HDR + DESC * e + 16) >> 1]!;
+      if (id >= descNum || this.headOf[id] !== NONE) throw changed(`buffer id ${id} of the chain at entry ${head}`);
+      this.lengthOf[head] = num;
+      this.idOf[head] = id;
+      this.headOf[id] = head;
     }
     for (let e = descNum - 1; e >= 0; e--) if (!taken[e]) this.free[this.freeTop++] = e;
   }
 
-  private next(e: number): number {
-    return this.u16[(HDR + DESC * e + 2) >> 1]!;
-  }
+  /** Descriptors in the chain starting at entry `e`. */
   num(e: number): number {
-    return this.u16[(HDR + DESC * e + 6) >> 1]!;
+    return this.lengthOf[e]!;
   }
-  /** the buffer id of the chain starting at `e` (its last descriptor carries it) */
+  /** the buffer id of the chain starting at entry `e` */
   chainId(e: number): number {
-    return this.u16[(HDR + DESC * this.u16[(HDR + DESC * e + 4) >> 1]! + 16) >> 1]!;
+    return this.idOf[e]!;
   }
 
-  /** Copy ring descriptor `pos` (ring32/ring16: views of the ring) into the chain being fetched; false when the pool is empty. */
+  /** Copy ring descriptor `pos` (ring32: a view of the ring) into the chain being fetched; false when the pool is empty. */
   copy(ring32: Uint32Array, pos: number): boolean {
     if (this.freeTop === 0) return false;
     const e = this.free[--this.freeTop]!;
@@ -116,7 +139,10 @@ export class PackedInflight {
     u32[w + 6] = ring32[r]!;
     u32[w + 7] = ring32[r + 1]!;
     if (this.chainHead === NONE) this.chainHead = e;
-    else this.u16[(HDR + DESC * this.chainLast + 2) >> 1] = e;
+    else {
+      this.u16[(HDR + DESC * this.chainLast + 2) >> 1] = e;
+      this.link[this.chainLast] = e;
+    }
     this.chainLast = e;
     this.chainNum++;
     return true;
@@ -127,7 +153,7 @@ export class PackedInflight {
     let e = this.chainHead;
     for (let k = this.chainNum; k > 0; k--) {
       this.free[this.freeTop++] = e;
-      e = this.next(e);
+      e = this.link[e]!;
     }
     this.chainHead = NONE;
     this.chainLast = NONE;
@@ -148,6 +174,8 @@ export class PackedInflight {
     this.u32[(b + 8) >> 2] = c >>> 0;
     this.u32[(b + 12) >> 2] = (c / 0x1_0000_0000) >>> 0;
     this.u8[b] = 1;
+    this.lengthOf[h] = this.chainNum;
+    this.idOf[h] = id;
     this.headOf[id] = h;
     this.chainHead = NONE;
     this.chainLast = NONE;
@@ -158,8 +186,7 @@ export class PackedInflight {
   /** Buffer `id` is about to be written used; afterwards the used position is `pos` with wrap counter `wrap`. */
   completing(id: number, pos: number, wrap: number): void {
     this.u16[11] = this.headOf[id]!;
-    this.u16[8] = pos;
-    this.u8[20] = wrap;
+    this.u16[8] = pos | (wrap << 15);
   }
 
   /** The used descriptor of `id` is written: it is no longer in flight. */
@@ -169,16 +196,15 @@ export class PackedInflight {
       this.u8[HDR + DESC * h] = 0;
       this.headOf[id] = NONE;
       let e = h;
-      for (let k = this.num(h); k > 0; k--) {
+      for (let k = this.lengthOf[h]!; k > 0; k--) {
         this.free[this.freeTop++] = e;
-        e = this.next(e);
+        e = this.link[e]!;
       }
     }
     this.u16[9] = this.u16[8]!;
-    this.u8[21] = this.u8[20]!;
   }
 
-  /** The stored ring descriptor of entry `e`, written in the ring's layout into `out` at 0. */
+  /** The stored ring descriptor of entry `e`, written in the ring's layout into `out` at 0; returns the chain's next entry. */
   stored(e: number, out: DataView): number {
     const w = (HDR + DESC * e) >> 2;
     out.setUint32(0, this.u32[w + 6]!, true);
@@ -186,7 +212,7 @@ export class PackedInflight {
     out.setUint32(8, this.u32[w + 5]!, true);
     out.setUint16(12, this.u16[2 * w + 8]!, true);
     out.setUint16(14, this.u16[2 * w + 9]!, true);
-    return this.next(e);
+    return this.link[e]!;
   }
 }
 
@@ -228,20 +254,18 @@ export function recoverPacked(
     new Uint8Array(buffer, offset, bytes).fill(0);
     v.setUint16(8, INFLIGHT_PACKED_VERSION, true);
     v.setUint16(10, descNum, true);
-    for (const at of [16, 18]) v.setUint16(at, used & 0x7fff, true);
-    for (const at of [20, 21]) v.setUint8(at, used >>> 15);
+    for (const at of [16, 18]) v.setUint16(at, used, true);
     return { availState: avail, usedState: used, resubmit: [], nextCounter: 0, inherited: false };
   }
   if (version !== INFLIGHT_PACKED_VERSION) return `in-flight region version ${version}, expected ${INFLIGHT_PACKED_VERSION}`;
   const regionNum = v.getUint16(10, true);
   if (regionNum !== descNum) return `in-flight region is for ${regionNum} descriptors, the front-end said ${descNum}`;
   if (vringNum > descNum) return `ring of ${vringNum} descriptors does not fit an in-flight region of ${descNum}`;
-  const oldPos = v.getUint16(18, true);
-  const oldWrap = v.getUint8(21);
-  let pos = v.getUint16(16, true);
-  let wrap = v.getUint8(20);
+  const oldPos = v.getUint16(18, true) & 0x7fff;
+  const oldWrap = v.getUint16(18, true) >>> 15;
+  let pos = v.getUint16(16, true) & 0x7fff;
+  let wrap = v.getUint16(16, true) >>> 15;
   if (oldPos >= vringNum || pos >= vringNum) return `used position ${Math.max(oldPos, pos)} is outside a ring of ${vringNum}`;
-  if (oldWrap > 1 || wrap > 1) return `used wrap counter ${Math.max(oldWrap, wrap)} is not 0 or 1`;
 
   const at = (e: number) => HDR + DESC * e;
   const heads: number[] = [];
@@ -303,10 +327,8 @@ export function recoverPacked(
 
   // Trusted from here on.
   if (finished >= 0) v.setUint8(at(finished), 0);
-  v.setUint16(16, pos, true);
-  v.setUint16(18, pos, true);
-  v.setUint8(20, wrap);
-  v.setUint8(21, wrap);
+  v.setUint16(16, pos | (wrap << 15), true);
+  v.setUint16(18, pos | (wrap << 15), true);
   let availPos = pos + inFlight;
   let availWrap = wrap;
   if (availPos >= vringNum) {

@@ -205,6 +205,7 @@ export class PackedRing {
       }
     }
     const id = t.chainId(head);
+    if (id >= this.size) return this.breakChain(`an inherited chain carries buffer id ${id} on a ring of ${this.size}`);
     this.descCount[id] = num;
     this.lastChain = err < 0 ? err : nseg;
     return id;

@@ -5,7 +5,7 @@
 // stop (SIGTERM) forgets them; a running-state file that is not one is
 // refused naming it.
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
@@ -57,6 +57,11 @@ describe('RPC-made configuration across restarts', () => {
     let vdx = await serve();
     await rpc('bdev_aio_create', `filename=${img}`, 'name=d0', 'block_size=512');
     await rpc('vhost_create_blk_controller', 'ctrlr=vhost.0', 'dev_name=d0');
+    // Kept: what RPC calls made; not what the command line makes again itself.
+    const kept = readFileSync(join(stateDir, readdirSync(stateDir).find((f) => f.startsWith('running-'))!), 'utf8');
+    expect(kept).toContain('"d0"');
+    expect(kept).toContain('"vhost.0"');
+    expect(kept).not.toContain('"n0"');
     const w = await qemuIo('write -P 0x3c 0 64k');
     expect(w.stdout, w.stderr).toMatch(/wrote 65536\/65536 bytes at offset 0/);
 

@@ -250,6 +250,7 @@ describe('vdx over vhost-user, libblkio client (Debian 13 userland)', () => {
       expect(second.stdout).toMatch(/read 65536\/65536 bytes at offset 0/);
       expect(second.stdout + second.stderr).not.toMatch(/fail|error/i);
       // It was served after the first left, and saw what the first wrote.
+      expect(firstDone).toBeGreaterThan(0);
       expect(secondDone).toBeGreaterThanOrEqual(firstDone);
       const log = readFileSync(vdx.logPath, 'utf8');
       expect(log.match(/front-end connected/g)?.length).toBe(2);

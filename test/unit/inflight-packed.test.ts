@@ -66,7 +66,7 @@ describe('packed in-flight region layout', () => {
     const r = ok(recoverPacked(buf, 0, N, N, () => 0, base));
     expect(r).toEqual({ availState: 5, usedState: 3 | W, resubmit: [], nextCounter: 0, inherited: false });
     const v = new DataView(buf);
-    expect([v.getUint16(8, true), v.getUint16(10, true), v.getUint16(16, true), v.getUint16(18, true), v.getUint8(20), v.getUint8(21), v.getUint8(32)]).toEqual([1, N, 3, 3, 1, 1, 0]);
+    expect([v.getUint16(8, true), v.getUint16(10, true), v.getUint16(16, true), v.getUint16(18, true), v.getUint8(32)]).toEqual([1, N, 3 | W, 3 | W, 0]);
   });
 
   test('a fetched chain is a copy of its ring descriptors; completion frees it and moves the used position', () => {
@@ -85,7 +85,7 @@ describe('packed in-flight region layout', () => {
     expect(v.getUint16(32 + 18, true) & NEXT).toBe(NEXT);
     dm.ring.push(6, 1);
     expect(v.getUint8(32)).toBe(0);
-    expect([v.getUint16(16, true), v.getUint16(18, true)]).toEqual([3, 3]);
+    expect([v.getUint16(16, true), v.getUint16(18, true)]).toEqual([3 | W, 3 | W]);
     expect(d.used(0)).toEqual({ id: 6, len: 1, flags: AVAIL | USED });
   });
 });
@@ -148,8 +148,7 @@ describe('packed recovery after a crash', () => {
     ['its entry cleared, the used position not yet recorded', (first: Daemon) => {
       const v = new DataView(first.buf);
       first.t.completed(3);
-      v.setUint16(18, 0, true);
-      v.setUint8(21, 1);
+      v.setUint16(18, 0 | W, true);
     }],
   ] as const) {
     test(`killed inside a completion after ${name}: finished, nothing runs twice`, () => {
@@ -167,7 +166,7 @@ describe('packed recovery after a crash', () => {
       expect(again.rec.availState).toBe(6 | W);
       expect(again.popAll()).toEqual([[4, hdr(1)]]);
       const v = new DataView(buf);
-      expect([v.getUint16(16, true), v.getUint16(18, true)]).toEqual([3, 3]);
+      expect([v.getUint16(16, true), v.getUint16(18, true)]).toEqual([3 | W, 3 | W]);
     });
   }
 
@@ -287,10 +286,9 @@ describe('packed: a randomised driver across many crashes gets every buffer back
           if (step >= 1) d.write(pos, 0, p.tag, p.id, wrap ? AVAIL | USED : 0);
           if (step >= 2) {
             const v = new DataView(buf);
-            const old = [v.getUint16(18, true), v.getUint8(21)] as const;
+            const old = v.getUint16(18, true);
             dm.t.completed(p.id);
-            v.setUint16(18, old[0], true);
-            v.setUint8(21, old[1]);
+            v.setUint16(18, old, true);
           }
           if (step >= 1 && rnd(2) === 0) consume();
         }
@@ -343,9 +341,8 @@ describe('hostile packed regions are refused, and left as they were', () => {
     ['a buffer id beyond the ring', (v) => v.setUint16(32 + 32 * v.getUint16(32 + 32 * headOf(v, 0) + 4, true) + 16, 99, true), /buffer id 99/],
     ['one buffer id in flight twice', (v) => v.setUint16(32 + 32 * v.getUint16(32 + 32 * headOf(v, 1) + 4, true) + 16, 0, true), /in flight twice/],
     ['two chains with one counter', (v) => v.setUint32(32 + 32 * headOf(v, 1) + 8, v.getUint32(32 + 32 * headOf(v, 0) + 8, true), true), /same counter/],
-    ['a used position outside the ring', (v) => v.setUint16(18, N, true), /outside a ring/],
-    ['a wrap counter of 2', (v) => v.setUint8(21, 2), /wrap counter 2/],
-    ['a pending used position behind the recorded one', (v) => v.setUint16(16, 0, true), /not ahead/],
+    ['a used position outside the ring', (v) => v.setUint16(18, N | W, true), /outside a ring/],
+    ['a pending used position behind the recorded one', (v) => v.setUint16(16, 0 | W, true), /not ahead/],
   ];
   for (const [name, spoil, message] of cases) {
     test(name, () => {
@@ -358,6 +355,32 @@ describe('hostile packed regions are refused, and left as they were', () => {
     });
   }
 
+  test('a front-end that rewrites the region under a running ring cannot corrupt the pool: the ring reads its own copy', () => {
+    const buf = new ArrayBuffer(inflightPackedStride(N));
+    const d = new PackedDriver(N);
+    const dm = new Daemon(buf, d);
+    for (let lap = 0; lap < 6; lap++) {
+      request(d, 1, lap, 3);
+      expect(dm.popAll()).toEqual([[1, hdr(lap)]]);
+      // the chain was recorded whole, in entries of the pool
+      const v = new DataView(buf);
+      const heads = [...Array(N).keys()].filter((e) => v.getUint8(32 + 32 * e) === 1);
+      expect(heads.length).toBe(1);
+      expect(v.getUint16(32 + 32 * heads[0]! + 6, true)).toBe(3);
+      new Uint8Array(buf, 32).fill(0xab); // every entry's shape scribbled over
+      dm.ring.push(1, 1);
+      expect(dm.ring.broken).toBeUndefined();
+    }
+  });
+
+  test('a region rewritten between its check and the ring that inherits it is refused', () => {
+    const { buf, d } = crafted();
+    const rec = ok(recoverPacked(buf, 0, N, N, (pos) => d.dv.getUint16(pos * 16 + 14, true), FRESH));
+    const v = new DataView(buf);
+    v.setUint16(32 + 32 * rec.resubmit[0]! + 6, 200, true);
+    expect(() => new PackedInflight(buf, 0, N, rec.nextCounter, rec.resubmit)).toThrow(/changed after it was checked: entry \d+ holds a chain of 200/);
+  });
+
   test('a ring larger than the region, and a used descriptor whose span is not its chain', () => {
     const { buf, d } = crafted();
     expect(recoverPacked(buf, 0, N, 2 * N, () => 0, FRESH)).toMatch(/does not fit/);
@@ -365,7 +388,7 @@ describe('hostile packed regions are refused, and left as they were', () => {
     const e = headOf(v, 0);
     // pending completion of buffer 0 (3 descriptors) recorded as spanning 2, its used descriptor written
     v.setUint16(22, e, true);
-    v.setUint16(16, 3, true);
+    v.setUint16(16, 3 | W, true);
     d.write(1, 0, 1, 0, AVAIL | USED);
     expect(recoverPacked(buf, 0, N, N, (pos) => d.dv.getUint16(pos * 16 + 14, true), FRESH)).toMatch(/spans 2 descriptors, its chain .* 3/);
   });

@@ -59,6 +59,9 @@ describe('device record', () => {
     expect(recordDifference(rec(), rec({ features: '130000065' }))).toMatch(/offers features 0x130000064, the export would offer 0x130000065/);
     expect(recordDifference(rec(), rec({ config: config(262144) }))).toBe('its capacity is 131072 sectors, the bdev has 262144');
     expect(recordDifference(rec(), rec({ config: config(131072, 4096) }))).toBe('its block size is 512, the export\'s 4096');
+    // a resize while no vdx served the device is not another device
+    expect(recordDifference(rec(), rec({ config: config(262144) }), { ignoreCapacity: true })).toBeUndefined();
+    expect(recordDifference(rec(), rec({ config: config(262144, 4096) }), { ignoreCapacity: true })).toBe('its block size is 512, the export\'s 4096');
   });
 });
 

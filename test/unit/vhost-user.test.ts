@@ -289,8 +289,8 @@ describe('vhost-user session over a socketpair', () => {
     native.close(efd);
   });
 
-  test('a ring starts once memory, size, address, kick and enable are known; GET_VRING_BASE stops it', async () => {
-    const { front, host } = start();
+  /** Memory, features, size, base 7, addresses and kick of queue 1 (all but the enable); returns the kick fd. */
+  async function prepareRing(front: Front, inflight?: () => void): Promise<number> {
     const memfd = native.memfdCreate('guest', 0);
     native.ftruncate(memfd, 1 << 20);
     const uva = 0x7f12_3400_0000;
@@ -306,6 +306,7 @@ describe('vhost-user session over a socketpair', () => {
     front.send(Req.SET_FEATURES, u64(blkFeatures(blk, 2) | bit(VHOST_USER_F_PROTOCOL_FEATURES_BIT)));
     front.send(Req.SET_MEM_TABLE, table, [memfd]);
     native.close(memfd);
+    inflight?.();
     front.send(Req.SET_VRING_NUM, u32pair(1, 128));
     front.send(Req.SET_VRING_BASE, u32pair(1, 7));
     const addr = new Uint8Array(40);
@@ -317,6 +318,12 @@ describe('vhost-user session over a socketpair', () => {
     front.send(Req.SET_VRING_ADDR, addr);
     const kick = native.eventfd(0, native.EFD_NONBLOCK);
     front.send(Req.SET_VRING_KICK, u64(1n), [kick]);
+    return kick;
+  }
+
+  test('a ring starts once memory, size, address, kick and enable are known; GET_VRING_BASE stops it', async () => {
+    const { front, host } = start();
+    const kick = await prepareRing(front);
     expect(await front.u64(Req.GET_QUEUE_NUM)).toBe(2n); // a barrier
     expect(host.added).toHaveLength(0); // not enabled yet: PROTOCOL_FEATURES was negotiated
     front.send(Req.SET_VRING_ENABLE, u32pair(1, 1));
@@ -334,5 +341,36 @@ describe('vhost-user session over a socketpair', () => {
     expect([r.payload.getUint32(0, true), r.payload.getUint32(4, true)]).toEqual([1, 42]);
     expect(host.stopped).toEqual([q.id]);
     native.close(kick);
+  });
+
+  test('a ring state a dead vdx left for a malloc bdev (whose data died with it) is refused; the region this process made is not', async () => {
+    const region = (own: boolean) => async (front: Front) => {
+      front.send(Req.SET_PROTOCOL_FEATURES, u64(bit(VHOST_USER_PROTOCOL_F_REPLY_ACK)));
+      let fd: number;
+      if (own) {
+        front.send(Req.GET_INFLIGHT_FD, inflightReq(2, 128));
+        await front.recv();
+        fd = front.lastFds[0]!;
+      } else {
+        fd = native.memfdCreate('a-dead-vdx-region', 0);
+        native.ftruncate(fd, 2 * 2112);
+      }
+      const m = native.mmap(fd, 0, 2 * 2112, native.PROT_READ | native.PROT_WRITE, native.MAP_SHARED);
+      new DataView(m.buffer).setUint16(2112 + 8, 1, true); // queue 1's part was in use
+      new DataView(m.buffer).setUint16(2112 + 10, 128, true);
+      native.munmap(m.buffer, m.addr, 2 * 2112);
+      return fd;
+    };
+    for (const own of [false, true]) {
+      const { front, host } = start();
+      const fd = await region(own)(front);
+      const kick = await prepareRing(front, () => front.send(Req.SET_INFLIGHT_FD, inflightReq(2, 128, 2n * 2112n), [fd]));
+      native.close(fd);
+      front.send(Req.SET_VRING_ENABLE, u32pair(1, 1), [], 1 | VHOST_USER_NEED_REPLY_MASK);
+      const ack = await front.recv();
+      expect(ack !== 'closed' && ack.payload.getBigUint64(0, true)).toBe(own ? 0n : 1n);
+      expect(host.added).toHaveLength(own ? 1 : 0);
+      native.close(kick);
+    }
   });
 });

@@ -158,13 +158,21 @@ export class VduseDevice {
       vqAlign: VQ_ALIGN,
       config: this.config,
     });
-    rc = n.ioctl(this.ctl, VDUSE_CREATE_DEV, cfg);
-    if (rc === -E.EEXIST) throw this.fail(`a VDUSE device named '${this.name}' already exists; choose another name=`);
-    if (rc < 0) throw this.fail(`VDUSE_CREATE_DEV ${this.name}: ${errnoName(-rc)}`);
+    // Before the device exists: a kill from then on leaves a record to re-attach by
+    // (one before CREATE_DEV leaves a record with no device, which the next start overwrites).
     try {
-      // Before the device serves anything: a kill from here on leaves a record to re-attach by.
       this.state.writeRecord(this.record());
       this.state.createLog(this.ctx.opts.numQueues, this.ctx.opts.queueSize);
+    } catch (e) {
+      throw this.fail(`VDUSE device ${this.name}: keeping its state in ${this.state.dir}: ${(e as Error).message} (--state-dir)`);
+    }
+    rc = n.ioctl(this.ctl, VDUSE_CREATE_DEV, cfg);
+    if (rc < 0) {
+      this.state.remove();
+      if (rc === -E.EEXIST) throw this.fail(`a VDUSE device named '${this.name}' already exists; choose another name=`);
+      throw this.fail(`VDUSE_CREATE_DEV ${this.name}: ${errnoName(-rc)}`);
+    }
+    try {
       this.dev = openSync(`/dev/vduse/${this.name}`, FS.O_RDWR | FS.O_NONBLOCK);
       for (let i = 0; i < this.ctx.opts.numQueues; i++) {
         rc = n.ioctl(this.dev, VDUSE_VQ_SETUP, encodeVqConfig(i, this.ctx.opts.queueSize));
@@ -221,7 +229,8 @@ export class VduseDevice {
     if (!saved) {
       throw this.fail(`a VDUSE device named '${this.name}' exists and ${this.state.dir} has no record of vdx creating it: not touched; choose another name=`);
     }
-    const diff = recordDifference(saved, this.record());
+    // Only to remove it (serve: false), its shape does not matter.
+    const diff = serve ? recordDifference(saved, this.record(), { ignoreCapacity: true }) : undefined;
     if (diff) throw this.fail(`VDUSE device '${this.name}' exists but is not this export's: ${diff}; not touched`);
     // The previous process's file may still be closing (its last fd goes with its exit).
     for (let tries = 0; ; tries++) {
@@ -239,20 +248,35 @@ export class VduseDevice {
     try {
       this.state.openLog(this.ctx.opts.numQueues, this.ctx.opts.queueSize);
     } catch (e) {
-      closeSync(this.dev);
-      this.dev = -1;
-      throw this.fail(`VDUSE device '${this.name}' exists, but ${(e as Error).message}; not touched`);
+      if (serve) {
+        closeSync(this.dev);
+        this.dev = -1;
+        throw this.fail(`VDUSE device '${this.name}' exists, but ${(e as Error).message}; not touched`);
+      }
     }
     for (let i = 0; i < this.ctx.opts.numQueues; i++) this.addVq();
     this.status = this.state.status;
     this.reattached = true;
     // Resume before answering anything: the kernel replays what the old process
     // read and never answered, and a reset among it must find the queues running.
-    const resumed = (this.chain = this.chain.then(async () => {
+    const resumed = this.chain.then(async () => {
       if (serve && this.status & VIRTIO_CONFIG_S_DRIVER_OK) await this.startQueues();
-    }));
+    });
+    this.chain = resumed.catch(() => {});
     this.watch();
-    await resumed;
+    try {
+      await resumed;
+    } catch (e) {
+      // Nothing half-served: the device goes back to waiting for a vdx that can resume it.
+      await this.detach().catch(() => {});
+      throw this.fail(`VDUSE device '${this.name}' exists, but resuming it failed: ${(e as Error).message}; left as it was`);
+    }
+    // A capacity that changed while no vdx served it (or a kill between the
+    // config update and the record): the driver hears of it now.
+    if (serve && Buffer.from(saved.config, 'hex').readBigUInt64LE(0) !== BigInt(this.ctx.blk.sizeBytes / 512)) {
+      this.setCapacity(this.ctx.blk.sizeBytes);
+      this.log.info({ sizeBytes: this.ctx.blk.sizeBytes }, 'capacity changed while no vdx served the device: the driver was told');
+    }
     this.log.info({ status: this.status, queues: this.vqs.filter((q) => q.running).length }, `VDUSE device /dev/vduse/${this.name} re-attached`);
   }
 

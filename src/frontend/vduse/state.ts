@@ -43,14 +43,23 @@ function regionStride(queueSize: number): number {
   return Math.max(inflightSplitStride(queueSize), inflightPackedStride(queueSize));
 }
 
-/** Why `saved` and `now` are not the same device, in words; undefined when they are. */
-export function recordDifference(saved: VduseRecord, now: VduseRecord): string | undefined {
+/**
+ * Why `saved` and `now` are not the same device, in words; undefined when
+ * they are. `ignoreCapacity`: a capacity change alone is a resize, not
+ * another device.
+ */
+export function recordDifference(saved: VduseRecord, now: VduseRecord, o: { ignoreCapacity?: boolean } = {}): string | undefined {
   if (saved.numQueues !== now.numQueues) return `it has ${saved.numQueues} queues, the export asks for ${now.numQueues} (num-queues=)`;
   if (saved.queueSize !== now.queueSize) return `its queues hold ${saved.queueSize} descriptors, the export asks for ${now.queueSize} (queue-size=)`;
   if (saved.features !== now.features) return `it offers features 0x${saved.features}, the export would offer 0x${now.features}`;
   if (saved.config !== now.config) {
     const a = Buffer.from(saved.config, 'hex');
     const b = Buffer.from(now.config, 'hex');
+    if (o.ignoreCapacity && a.length >= 8 && b.length >= 8) {
+      a.fill(0, 0, 8);
+      b.fill(0, 0, 8);
+      if (a.equals(b)) return undefined;
+    }
     const cap = (x: Buffer) => (x.length >= 8 ? x.readUInt32LE(0) + x.readUInt32LE(4) * 2 ** 32 : -1);
     if (cap(a) !== cap(b)) return `its capacity is ${cap(a)} sectors, the bdev has ${cap(b)}`;
     if (a.length >= 24 && b.length >= 24 && a.readUInt32LE(20) !== b.readUInt32LE(20)) return `its block size is ${a.readUInt32LE(20)}, the export's ${b.readUInt32LE(20)}`;

@@ -2,6 +2,7 @@
 // up (features, memory table, vrings) and hands started rings to reactors. It
 // never touches a request. Every message is validated before it changes state;
 // a malformed one ends the session (QEMU sees a reset device), never the process.
+import { fstatSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { QueueCounterSource, QueueHost, QueuePlacer } from '../../core/reactor-pool.js';
 import type { QueueSpec } from '../../core/messages.js';
@@ -89,7 +90,16 @@ interface InflightMap {
   queueSize: number;
   /** laid out for packed rings (virtio/inflight-packed.ts) rather than split */
   packed: boolean;
+  /** not a region this process made: a previous vdx's, handed over by the front-end */
+  inherited: boolean;
 }
+
+/** inodes of the in-flight memfds this process made (GET_INFLIGHT_FD), to tell its own regions from a dead vdx's */
+const ownRegions = new Set<string>();
+const inodeOf = (fd: number) => {
+  const st = fstatSync(fd);
+  return `${st.dev}:${st.ino}`;
+};
 
 interface MemRegion extends MemRegionMsg {
   map: Mapping;
@@ -650,6 +660,7 @@ export class VhostUserSession {
     }
     const bytes = numQueues * this.inflightStride(queueSize);
     try {
+      ownRegions.add(inodeOf(fd));
       n.ftruncate(fd, bytes);
       ov.setBigUint64(0, BigInt(bytes), true);
       ov.setBigUint64(8, 0n, true);
@@ -677,13 +688,18 @@ export class VhostUserSession {
     let map: Mapping;
     let mapLen: number;
     let offset: number;
+    let inherited: boolean;
     const numQueues = v.getUint16(16, true);
     const queueSize = v.getUint16(18, true);
+    // Running rings write to the mapped region: it must not go from under them.
+    if (this.vrings.some((q) => q.running)) {
+      n.close(fd);
+      throw new Error('SET_INFLIGHT_FD while queues are running; the region in use is kept');
+    }
     // Until a region is mapped, rings must not start: where they resume is unknown.
     this.dropInflight();
     this.inflightRefused = 'the front-end\'s in-flight region was refused';
     try {
-      if (this.vrings.some((q) => q.running)) throw new Error('SET_INFLIGHT_FD while queues are running');
       this.checkInflightShape(numQueues, queueSize);
       const size = readU64Big(v, 0);
       const off = readU64Big(v, 8);
@@ -692,6 +708,7 @@ export class VhostUserSession {
       if (size > need * 2n || off > 1n << 30n) throw new Error(`in-flight region of ${size} bytes at offset ${off} is not one vdx would make`);
       offset = Number(off);
       mapLen = offset + Number(size);
+      inherited = !ownRegions.has(inodeOf(fd));
       map = n.mmap(fd, 0, mapLen, n.PROT_READ | n.PROT_WRITE, n.MAP_SHARED);
     } catch (e) {
       this.inflightRefused = `the front-end's in-flight region was refused (${(e as Error).message})`;
@@ -699,7 +716,7 @@ export class VhostUserSession {
     } finally {
       n.close(fd);
     }
-    this.inflight = { map, mapLen, offset, numQueues, queueSize, packed: this.packed() };
+    this.inflight = { map, mapLen, offset, numQueues, queueSize, packed: this.packed(), inherited };
     this.inflightRefused = undefined;
   }
 
@@ -723,6 +740,11 @@ export class VhostUserSession {
     if (index >= r.numQueues) throw new Error(`queue ${index} has no part in the in-flight region (${r.numQueues} queues)`);
     if (r.packed !== this.packed()) throw new Error(`queue ${index}: the in-flight region was made for ${r.packed ? 'packed' : 'split'} rings; the queue is not started`);
     const at = r.offset + index * this.inflightStride(r.queueSize);
+    // A region a dead vdx used describes a disk whose data, for a malloc bdev, died with it:
+    // serving the ring on would show the guest zeros under its caches.
+    if (r.inherited && this.ctx.bdev.info.volatile && new DataView(r.map.buffer, at, 16).getUint16(8, true) !== 0) {
+      throw new Error(`queue ${index}: the front-end's ring state comes from a vdx that died, and bdev '${this.ctx.bdev.info.name}' is a ${this.ctx.bdev.info.type} bdev whose data died with it; the queue is not started (reset the guest's device, or use a bdev that persists)`);
+    }
     const inflight = (resubmit: number[], nextCounter: number) => ({ addr: r.map.addr + at, descNum: r.queueSize, resubmit, nextCounter });
     if (r.packed) {
       const maps = this.regions.map((m) => m.map);
