@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { loadNative } from '../../src/native/index.js';
-import { recordDifference, VduseState, type VduseRecord } from '../../src/frontend/vduse/state.js';
+import { processAlive, recordDifference, VduseState, type VduseRecord } from '../../src/frontend/vduse/state.js';
 import { inflightSplitStride } from '../../src/virtio/inflight.js';
 import { inflightPackedStride } from '../../src/virtio/inflight-packed.js';
 
@@ -35,6 +35,16 @@ describe('device record', () => {
     expect(s.readRecord()).toEqual(rec());
     expect(statSync(s.recordPath).mode & 0o777).toBe(0o600);
     expect(statSync(s.dir).mode & 0o777).toBe(0o700);
+  });
+
+  test('the serving process: kept, not compared; a live one is told from a dead one', () => {
+    const s = state();
+    s.writeRecord(rec({ pid: 4242 }));
+    expect(s.readRecord()).toEqual(rec({ pid: 4242 }));
+    expect(recordDifference(rec({ pid: 1 }), rec({ pid: 2 }))).toBeUndefined();
+    expect(processAlive(process.ppid)).toBe(true);
+    expect(processAlive(process.pid)).toBe(false); // this process takes back what it finds, it does not fear itself
+    expect(processAlive(2 ** 22 + 12345)).toBe(false); // beyond pid_max
   });
 
   test('none: undefined (a device vdx did not create)', () => {

@@ -24,7 +24,7 @@ import {
 import { VDPA_MODULE_HINT } from '../../vdpa/client.js';
 import { recoverSplit } from '../../virtio/inflight.js';
 import { recoverPacked } from '../../virtio/inflight-packed.js';
-import { recordDifference, VduseState, type VduseRecord } from './state.js';
+import { processAlive, recordDifference, VduseState, type VduseRecord } from './state.js';
 import {
   VDUSE_API_VERSION,
   VDUSE_CREATE_DEV,
@@ -129,6 +129,7 @@ export class VduseDevice {
       numQueues: this.ctx.opts.numQueues,
       queueSize: this.ctx.opts.queueSize,
       config: Buffer.from(this.config).toString('hex'),
+      pid: process.pid,
     };
   }
 
@@ -197,7 +198,8 @@ export class VduseDevice {
   leftOver(): boolean {
     if (!existsSync(`/dev/vduse/${this.name}`)) return false;
     try {
-      return this.state.readRecord() !== undefined;
+      const r = this.state.readRecord();
+      return r !== undefined && !(r.pid !== undefined && processAlive(r.pid));
     } catch {
       return false; // create() refuses it, saying why
     }
@@ -228,6 +230,9 @@ export class VduseDevice {
     }
     if (!saved) {
       throw this.fail(`a VDUSE device named '${this.name}' exists and ${this.state.dir} has no record of vdx creating it: not touched; choose another name=`);
+    }
+    if (saved.pid !== undefined && processAlive(saved.pid)) {
+      throw this.fail(`a VDUSE device named '${this.name}' already exists and vdx pid ${saved.pid} serves it: not touched; choose another name=`);
     }
     // Only to remove it (serve: false), its shape does not matter.
     const diff = serve ? recordDifference(saved, this.record(), { ignoreCapacity: true }) : undefined;
@@ -276,6 +281,8 @@ export class VduseDevice {
     if (serve && Buffer.from(saved.config, 'hex').readBigUInt64LE(0) !== BigInt(this.ctx.blk.sizeBytes / 512)) {
       this.setCapacity(this.ctx.blk.sizeBytes);
       this.log.info({ sizeBytes: this.ctx.blk.sizeBytes }, 'capacity changed while no vdx served the device: the driver was told');
+    } else {
+      this.state.writeRecord(this.record()); // this process serves it now
     }
     this.log.info({ status: this.status, queues: this.vqs.filter((q) => q.running).length }, `VDUSE device /dev/vduse/${this.name} re-attached`);
   }

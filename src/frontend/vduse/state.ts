@@ -37,6 +37,19 @@ export interface VduseRecord {
   queueSize: number;
   /** the virtio-blk config space (hex) */
   config: string;
+  /** the vdx process serving it (not compared: a later vdx is another process) */
+  pid?: number;
+}
+
+/** Is process `pid` (another one) alive? A dead vdx's device may be taken back; a live one's never. */
+export function processAlive(pid: number): boolean {
+  if (pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function regionStride(queueSize: number): number {
@@ -102,7 +115,7 @@ export class VduseState {
     ) {
       throw new Error(`${this.recordPath} is not a version ${RECORD_VERSION} record of VDUSE device '${this.name}'`);
     }
-    return { name: r.name, features: r.features, numQueues: r.numQueues!, queueSize: r.queueSize!, config: r.config };
+    return { name: r.name, features: r.features, numQueues: r.numQueues!, queueSize: r.queueSize!, config: r.config, ...(Number.isInteger(r.pid) && r.pid! > 0 ? { pid: r.pid } : {}) };
   }
 
   writeRecord(r: VduseRecord): void {
