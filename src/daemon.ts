@@ -41,8 +41,10 @@ export interface DaemonOptions {
   stateDir?: string;
 }
 
+type ConfigEntryText = { method: string; params?: Record<string, unknown> };
+
 /** "cluster:NAME", "bdev:NAME" or "export:NAME" for a config entry that makes one; undefined for others. */
-function entryKey(c: { method: string; params?: Record<string, unknown> }): string | undefined {
+function entryKey(c: ConfigEntryText): string | undefined {
   const name = c.params?.['ctrlr'] ?? c.params?.['name'];
   if (typeof name !== 'string' || !/_create|_register_cluster$/.test(c.method)) return undefined;
   if (c.method === 'bdev_rbd_register_cluster') return `cluster:${name}`;
@@ -109,7 +111,8 @@ export class Daemon implements RpcContext {
       if (this.config.saved) await this.replay(this.config.saved.where, this.config.saved.doc);
       for (const b of this.config.bdevs) await this.bdevs.create(b);
       for (const x of this.config.exports) await this.exports.create(x);
-      // What exists now is the command line's (and --config's); the running state keeps the rest.
+      // What exists now is the command line's (and --config's); the running state keeps the rest,
+      // and restoring it skips what the command line made.
       this.declared = new Set([
         ...this.rbdClusters.list().map((c) => `cluster:${c.name}`),
         ...this.bdevs.list().map((b) => `bdev:${b.desc.info.name}`),
@@ -140,28 +143,11 @@ export class Daemon implements RpcContext {
    * file and its entry.
    */
   private async restore(where: string, doc: SavedConfig): Promise<void> {
-    const made = (c: { method: string; params?: Record<string, unknown> }): boolean => {
-      const key = entryKey(c);
-      if (!key) return false;
-      const [kind, name] = [key.slice(0, key.indexOf(':')), key.slice(key.indexOf(':') + 1)];
-      if (kind === 'cluster') return this.rbdClusters.list().some((x) => x.name === name);
-      return kind === 'bdev' ? this.bdevs.has(name) : this.exports.list().some((e) => e.cfg.name === name);
-    };
-    let restored = 0;
-    for (const s of doc.subsystems) {
-      for (const [i, c] of (s.config ?? []).entries()) {
-        if (c.method === 'framework_set_reactors' || c.method === 'bdev_wait_for_examine' || made(c)) continue;
-        const m = Object.hasOwn(this.methods, c.method) ? this.methods[c.method] : undefined;
-        const at = `${where}: subsystem ${s.subsystem}, config[${i}] (${c.method})`;
-        if (!m) throw new Error(`${at}: vdx has no such method; remove the file to start from the command line alone`);
-        try {
-          await m.call(c.params ?? {}, this, c.method);
-        } catch (e) {
-          throw new Error(`${at}: ${(e as Error).message}`);
-        }
-        restored++;
-      }
-    }
+    const restored = await this.replay(where, doc, {
+      skip: (c) => c.method === 'bdev_wait_for_examine' || this.declared.has(entryKey(c) ?? ''),
+      noMethod: '; remove the file to start from the command line alone',
+      fail: (msg) => new Error(msg),
+    });
     if (restored) this.log.info({ file: where, restored }, 'restored what RPC calls had made before this vdx started');
   }
 
@@ -169,8 +155,8 @@ export class Daemon implements RpcContext {
   private saveRunning(): void {
     if (!this.running || !this.bdevsRef || !this.exportsRef) return;
     try {
-      const keep = (c: { method: string }) => {
-        const key = entryKey(c as { method: string; params?: Record<string, unknown> });
+      const keep = (c: ConfigEntryText) => {
+        const key = entryKey(c);
         return key === undefined || !this.declared.has(key);
       };
       const doc: SavedConfig = {
@@ -182,22 +168,36 @@ export class Daemon implements RpcContext {
     }
   }
 
-  /** Replay a saved configuration through the RPC methods, in order; the first failure names its entry. */
-  private async replay(where: string, doc: SavedConfig): Promise<void> {
+  /**
+   * Replay a saved configuration through the RPC methods, in order, but for
+   * the entries `skip` names; the first failure names its entry. Returns how
+   * many entries ran.
+   */
+  private async replay(
+    where: string,
+    doc: SavedConfig,
+    o: { skip?: (c: ConfigEntryText) => boolean; noMethod: string; fail: (msg: string) => Error } = {
+      noMethod: ' (rpc_get_methods lists them)',
+      fail: (msg) => new ConfigError(msg),
+    },
+  ): Promise<number> {
+    let ran = 0;
     for (const s of doc.subsystems) {
       for (const [i, c] of (s.config ?? []).entries()) {
         // Applied before the reactors started, merged with the command line (which wins).
-        if (c.method === 'framework_set_reactors') continue;
+        if (c.method === 'framework_set_reactors' || o.skip?.(c)) continue;
         const m = Object.hasOwn(this.methods, c.method) ? this.methods[c.method] : undefined;
         const at = `${where}: subsystem ${s.subsystem}, config[${i}] (${c.method})`;
-        if (!m) throw new ConfigError(`${at}: vdx has no such method (rpc_get_methods lists them)`);
+        if (!m) throw o.fail(`${at}: vdx has no such method${o.noMethod}`);
         try {
           await m.call(c.params ?? {}, this, c.method);
         } catch (e) {
-          throw new ConfigError(`${at}: ${(e as Error).message}`);
+          throw o.fail(`${at}: ${(e as Error).message}`);
         }
+        ran++;
       }
     }
+    return ran;
   }
 
   /**

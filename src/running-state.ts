@@ -4,9 +4,10 @@
 // the save_config document, rewritten (by rename, 0600) after each RPC call
 // that changed it, before the caller hears of its success; the ordinary stop
 // removes it. One file per RPC socket: two daemons never share one.
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { checkSavedConfig, isSavedConfig, type SavedConfig } from './config/saved.js';
+import { writePrivateFile } from './frontend/vduse/state.js';
 
 export class RunningState {
   readonly path: string;
@@ -37,10 +38,7 @@ export class RunningState {
   save(doc: SavedConfig): void {
     const text = `${JSON.stringify(doc, null, 1)}\n`;
     if (text === this.last) return;
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    const tmp = `${this.path}.tmp`;
-    writeFileSync(tmp, text, { mode: 0o600 });
-    renameSync(tmp, this.path);
+    writePrivateFile(this.dir, this.path, text);
     this.last = text;
   }
 

@@ -52,6 +52,14 @@ export function processAlive(pid: number): boolean {
   }
 }
 
+/** Write `text` to `path` in `dir` (made 0700 if missing), mode 0600, by rename: a kill leaves the old file or the new one. */
+export function writePrivateFile(dir: string, path: string, text: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, text, { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
 function regionStride(queueSize: number): number {
   return Math.max(inflightSplitStride(queueSize), inflightPackedStride(queueSize));
 }
@@ -119,10 +127,7 @@ export class VduseState {
   }
 
   writeRecord(r: VduseRecord): void {
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    const tmp = `${this.recordPath}.tmp`;
-    writeFileSync(tmp, `${JSON.stringify({ vdx: RECORD_VERSION, ...r })}\n`, { mode: 0o600 });
-    renameSync(tmp, this.recordPath);
+    writePrivateFile(this.dir, this.recordPath, `${JSON.stringify({ vdx: RECORD_VERSION, ...r })}\n`);
   }
 
   /** A fresh, zeroed log for a device just created. */
