@@ -22,24 +22,11 @@ import { DEFAULT_STATE_DIR } from './frontend/vduse/state.js';
 import { RunningState } from './running-state.js';
 import { CounterRegistry } from './metrics/counters.js';
 import { renderPrometheus } from './metrics/prometheus.js';
-import { type MetricsAddr, type MetricsServer, startMetricsServer } from './metrics/server.js';
+import { type MetricsServer, startMetricsServer } from './metrics/server.js';
 
-export const DEFAULT_RPC_SOCKET = '/run/vdx/vdx.rpc.sock';
+import { ConfigError, DEFAULT_RPC_SOCKET, DEFAULT_VHOST_SOCKET_DIR, type DaemonOptions } from './daemon-options.js';
 
-/** A saved configuration that cannot be replayed: restarting will not help. */
-export class ConfigError extends Error {}
-export const DEFAULT_VHOST_SOCKET_DIR = '/run/vdx';
-
-export interface DaemonOptions {
-  /** null: no control socket */
-  rpcSocket: string | null;
-  /** where vhost_create_blk_controller puts sockets (SPDK's -S) */
-  vhostSocketDir: string;
-  /** serve Prometheus metrics at http://ADDR/metrics; undefined: off */
-  metrics?: MetricsAddr;
-  /** VDUSE devices' records and in-flight logs (default /run/vdx) */
-  stateDir?: string;
-}
+export { ConfigError, DEFAULT_RPC_SOCKET, DEFAULT_VHOST_SOCKET_DIR, type DaemonOptions };
 
 type ConfigEntryText = { method: string; params?: Record<string, unknown> };
 
@@ -101,7 +88,7 @@ export class Daemon implements RpcContext {
 
   async start(): Promise<void> {
     try {
-      const pool = new ReactorPool(this.native, this.config.reactors, this.config.idleSpinUs, this.config.cpus);
+      const pool = this.opts.pool ?? new ReactorPool(this.native, this.config.reactors, this.config.idleSpinUs, this.config.cpus);
       this.poolRef = pool;
       for (const r of pool.reactors) {
         r.on('log', (level, msg, data) => this.log[level]({ component: 'reactor', reactor: r.index, ...data }, msg));

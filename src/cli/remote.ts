@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { bdevFromSpec, exportFromSpec, parseSpec } from '../config/config.js';
 import { rpcCall, RpcCallError } from '../rpc/client.js';
-import { DEFAULT_RPC_SOCKET } from '../daemon.js';
+import { DEFAULT_RPC_SOCKET } from '../daemon-options.js';
 
 interface Conn {
   rpcSocket?: string;

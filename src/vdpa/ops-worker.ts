@@ -1,9 +1,9 @@
 // Worker side of ops.ts: netlink requests and sysfs writes, one at a time.
 import { parentPort } from 'node:worker_threads';
 import { loadNative } from '../native/index.js';
-import { bindBus, boundDriver, busOf, deviceExists, deviceNode } from './bus.js';
+import { bindBus } from './bus.js';
 import { VdpaClient } from './client.js';
-import type { VdpaOp, VdpaState } from './ops.js';
+import type { VdpaOp } from './ops.js';
 
 const port = parentPort!;
 const native = loadNative();
@@ -27,11 +27,6 @@ async function run(op: VdpaOp): Promise<unknown> {
       return (await nl()).devDel(op.name);
     case 'bind':
       return bindBus(op.name, op.bus);
-    case 'state': {
-      const driver = boundDriver(op.name);
-      const s: VdpaState = { name: op.name, onBus: deviceExists(op.name), driver, bus: busOf(driver), node: deviceNode(op.name) };
-      return s;
-    }
   }
 }
 
