@@ -44,6 +44,8 @@ export interface VduseExportConfig {
   bus: 'virtio' | 'vhost' | 'none';
   /** offer VIRTIO_F_RING_PACKED */
   packed: boolean;
+  /** seconds the kernel waits for an answer to a control message before it breaks the device (0: forever); undefined: the kernel's (30) */
+  msgTimeout: number | undefined;
   /** CPUs whose reactors may serve this export's queues, as a hex mask; undefined: all */
   cpumask: string | undefined;
 }
@@ -91,6 +93,7 @@ export const EXPORT_KEYS: Record<string, Record<string, string>> = {
     readonly: 'on: guest writes fail, VIRTIO_BLK_F_RO is offered (default off)',
     bus: 'virtio: /dev/vdX on this host; vhost: /dev/vhost-vdpa-N for VMs and libblkio; none: only /dev/vduse/NAME (default virtio)',
     packed: 'on: offer packed virtqueues (VIRTIO_F_RING_PACKED); drivers that know them use them (default off)',
+    'msg-timeout': 'seconds the kernel waits for vdx to answer a control message (a reset, a bus switch, a VM starting) before it breaks the device for good, 0 = forever; set it above the time a restart of vdx takes (default: the kernel\'s, 30)',
     cpumask: 'reactors that may serve the queues: those on these CPUs, a hex mask or a list (default: all)',
   },
 };
@@ -156,6 +159,7 @@ export function exportFromKeys(type: string, keys: Record<string, string>): Expo
       readonly: parseBool('readonly', keys.readonly, false),
       bus,
       packed: parseBool('packed', keys.packed, false),
+      msgTimeout: keys['msg-timeout'] === undefined ? undefined : intKey(type, 'msg-timeout', keys['msg-timeout'], 0, 0, 86_400),
       cpumask: cpumaskKey(type, keys.cpumask),
     };
   }

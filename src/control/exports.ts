@@ -6,13 +6,13 @@
 import type { Logger } from 'pino';
 import type { ExportConfig as DaemonConfigExport, VduseExportConfig, VhostUserExportConfig } from '../config/config.js';
 import type { QueueHost, QueuePlacer, ReactorHandle, ReactorPool } from '../core/reactor-pool.js';
-import { VduseExport } from '../frontend/vduse/export.js';
+import { VduseExport, type VduseExportInfo } from '../frontend/vduse/export.js';
 import { DEFAULT_STATE_DIR } from '../frontend/vduse/state.js';
 import { VhostUserExport } from '../frontend/vhost-user/export.js';
 import type { NativeShim } from '../native/index.js';
 import { parseCpumask } from '../config/config.js';
 import { nodeInUse, type VdpaBus } from '../vdpa/bus.js';
-import { VdpaOps, type VdpaState } from '../vdpa/ops.js';
+import { VdpaOps } from '../vdpa/ops.js';
 import type { CounterRegistry } from '../metrics/counters.js';
 import type { BdevRegistry } from './bdevs.js';
 import { ControlError, EBUSY, EEXIST, EINVAL, ENODEV } from './errors.js';
@@ -165,7 +165,7 @@ export class ExportRegistry {
   }
 
   /** Where a VDUSE device is on the vDPA bus now. */
-  async vdpaState(e: ExportEntry): Promise<VdpaState> {
+  async vdpaState(e: ExportEntry): Promise<VduseExportInfo> {
     if (e.kind !== 'vduse') throw new ControlError(EINVAL, `'${e.cfg.name}' is not a vduse device`);
     return e.impl.info();
   }

@@ -22,7 +22,8 @@ import { LOG_DIR, REPO, exited, expectGuestOk, killTracked, recordTiming, runGue
 afterEach(() => killTracked());
 
 const MiB = 1 << 20;
-const KILLS = 3;
+// 3 SIGKILLs and the upgrade stop (the second), all while fio runs
+const KILLS = 4;
 const RUNTIME_S = 60;
 
 interface LogLine {
@@ -100,7 +101,7 @@ describe('vdx restart under guest I/O, vhost-user, QEMU 7.2 reconnect=1', () => 
       let bootLogMark = '';
       const kills = async () => {
         for (let k = 0; k < KILLS; k++) {
-          await new Promise((r) => setTimeout(r, 4000 + Math.random() * 8000));
+          await new Promise((r) => setTimeout(r, 3000 + Math.random() * 7000));
           const t0 = Date.now();
           // The second is the stop for an upgrade: in-flight I/O drains, vdx exits 0.
           vdx.kill(k === 1 ? 'SIGUSR2' : 'SIGKILL');

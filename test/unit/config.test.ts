@@ -18,6 +18,14 @@ describe('spec parsing', () => {
     expect(() => exportFromSpec('vduse:bdev=m0,packed=maybe')).toThrow(/packed=maybe/);
   });
 
+  test("vduse msg-timeout: seconds, 0 for forever, unset leaves the kernel's", () => {
+    expect(exportFromSpec('vduse:bdev=m0,msg-timeout=120')).toMatchObject({ msgTimeout: 120 });
+    expect(exportFromSpec('vduse:bdev=m0,msg-timeout=0')).toMatchObject({ msgTimeout: 0 });
+    expect(exportFromSpec('vduse:bdev=m0').msgTimeout).toBeUndefined();
+    expect(() => exportFromSpec('vduse:bdev=m0,msg-timeout=30s')).toThrow('vduse: msg-timeout=30s must be an integer in 0..86400');
+    expect(() => exportFromSpec('vhost-user:bdev=m0,socket=/s,msg-timeout=5')).toThrow(/msg-timeout/);
+  });
+
   test('a full vhost-user export', () => {
     expect(exportFromSpec('vhost-user:bdev=m0,socket=/run/vdx/m0.sock,num-queues=2,serial=disk0,readonly=off')).toEqual({
       type: 'vhost-user', name: 'm0', bdev: 'm0', socket: '/run/vdx/m0.sock', numQueues: 2, queueSize: 128, serial: 'disk0', readonly: false, mode: 0o600, logicalBlockSize: undefined,

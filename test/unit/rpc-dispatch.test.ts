@@ -487,6 +487,8 @@ describe('out-of-range values are -32602 naming the parameter', () => {
     ['vduse_create_blk_device', 'logical_block_size', 1000],
     ['vduse_create_blk_device', 'queue_size', 100],
     ['vduse_create_blk_device', 'cpumask', 'zz'],
+    ['vduse_create_blk_device', 'msg_timeout', -1],
+    ['vduse_create_blk_device', 'msg_timeout', 1.5],
     ['framework_set_reactors', 'cpumask', 'zz'],
     ['vdpa_bind_device', 'bus', 'pci'],
     ['vdpa_bind_device', 'bus', 'none'],

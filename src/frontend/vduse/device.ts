@@ -2,7 +2,7 @@
 // /dev/vduse/control, served from /dev/vduse/$NAME. The main thread answers the
 // kernel's control messages (status, vq state, IOTLB updates) promptly and hands
 // started queues to reactors; it never touches a request.
-import { closeSync, constants as FS, existsSync, openSync } from 'node:fs';
+import { closeSync, constants as FS, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { QueueCounterSource, QueueHost, QueuePlacer } from '../../core/reactor-pool.js';
 import { describeIotlb, mapIotlbEntry, type IotlbRegion } from '../../core/iotlb.js';
@@ -76,7 +76,7 @@ export interface VduseDeviceContext {
   log: Logger;
   bdev: BdevDesc;
   blk: BlkParams;
-  opts: BlkExportOptions & { vduseName: string; packed: boolean };
+  opts: BlkExportOptions & { vduseName: string; packed: boolean; msgTimeout?: number | undefined };
   /** where the device's record and in-flight log live (state.ts) */
   stateDir: string;
   /** reactors report broken queues through the export */
@@ -180,6 +180,7 @@ export class VduseDevice {
         if (rc < 0) throw new Error(`VDUSE_VQ_SETUP ${i}: ${errnoName(-rc)}`);
         this.addVq();
       }
+      this.applyMsgTimeout();
     } catch (e) {
       try {
         this.destroyDevice();
@@ -259,6 +260,13 @@ export class VduseDevice {
         throw this.fail(`VDUSE device '${this.name}' exists, but ${(e as Error).message}; not touched`);
       }
     }
+    try {
+      if (serve) this.applyMsgTimeout();
+    } catch (e) {
+      closeSync(this.dev);
+      this.dev = -1;
+      throw this.fail(`VDUSE device '${this.name}' exists, but ${(e as Error).message}; not touched`);
+    }
     for (let i = 0; i < this.ctx.opts.numQueues; i++) this.addVq();
     this.status = this.state.status;
     this.reattached = true;
@@ -285,6 +293,35 @@ export class VduseDevice {
       this.state.writeRecord(this.record()); // this process serves it now
     }
     this.log.info({ status: this.status, queues: this.vqs.filter((q) => q.running).length }, `VDUSE device /dev/vduse/${this.name} re-attached`);
+  }
+
+  private get msgTimeoutPath(): string {
+    return `/sys/class/vduse/${this.name}/msg_timeout`;
+  }
+
+  /**
+   * The kernel breaks the device for good when a control message goes
+   * unanswered this long, so a restart of vdx must fit in it: the export may
+   * ask for more than the kernel's 30 s (before the device is on the bus).
+   */
+  private applyMsgTimeout(): void {
+    const t = this.ctx.opts.msgTimeout;
+    if (t === undefined) return;
+    try {
+      writeFileSync(this.msgTimeoutPath, `${t}\n`);
+    } catch (e) {
+      throw new Error(`setting msg-timeout=${t} (${this.msgTimeoutPath}): ${(e as Error).message}`);
+    }
+  }
+
+  /** Seconds the kernel waits for an answer now; undefined if it cannot be read. */
+  msgTimeout(): number | undefined {
+    try {
+      const v = Number(readFileSync(this.msgTimeoutPath, 'utf8').trim());
+      return Number.isInteger(v) ? v : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   private fail(msg: string): Error {

@@ -13,11 +13,15 @@ export interface VduseExportOptions extends BlkExportOptions {
   name: string;
   bus: VdpaBus | 'none';
   packed: boolean;
+  /** seconds the kernel waits for a control message's answer (undefined: the kernel's) */
+  msgTimeout?: number | undefined;
 }
 
 export interface VduseExportInfo extends VdpaState {
   type: 'vduse';
   bdev: string;
+  /** the kernel's control-message timeout for the device, seconds */
+  msgTimeout: number | undefined;
 }
 
 export class VduseExport {
@@ -113,7 +117,7 @@ export class VduseExport {
   }
 
   async info(): Promise<VduseExportInfo> {
-    return { type: 'vduse', bdev: this.bdev.info.name, ...(await this.ops.state(this.name)) };
+    return { type: 'vduse', bdev: this.bdev.info.name, ...(await this.ops.state(this.name)), msgTimeout: this.device.msgTimeout() };
   }
 
   /** Stop serving and leave the device on the bus as it is, for the next vdx to re-attach (an upgrade). */

@@ -25,6 +25,7 @@ export async function vduseJson(ctx: RpcContext, e: VduseEntry): Promise<Record<
     readonly: c.readonly,
     packed_ring: c.packed,
     serial: c.serial,
+    msg_timeout: st.msgTimeout ?? null,
     cpumask: c.cpumask ?? allReactorsMask(ctx),
   };
 }
@@ -41,6 +42,7 @@ export function vduseParams(c: VduseExportConfig): Record<string, unknown> {
     readonly: c.readonly,
     packed_ring: c.packed,
     bus: c.bus,
+    ...(c.msgTimeout !== undefined ? { msg_timeout: c.msgTimeout } : {}),
     ...(c.cpumask !== undefined ? { cpumask: c.cpumask } : {}),
   };
 }
@@ -60,6 +62,7 @@ export const vduseMethods: Record<string, Method<RpcContext>> = {
       readonly: bool.optional(),
       packed_ring: bool.optional(),
       bus: oneOf('virtio', 'vhost', 'none').optional().describe('where the device goes (default virtio)'),
+      msg_timeout: int(0, 86_400).optional().describe("seconds the kernel waits for a control message's answer before breaking the device (0: forever; default the kernel's 30)"),
       cpumask: cpumaskField.optional(),
     },
     async (p, ctx) => {
@@ -73,6 +76,7 @@ export const vduseMethods: Record<string, Method<RpcContext>> = {
         readonly: p.readonly,
         packed: p.packed_ring,
         bus: p.bus,
+        'msg-timeout': p.msg_timeout,
         cpumask: p.cpumask,
       });
       const { entry } = await ctx.exports.create(cfg);

@@ -50,11 +50,11 @@ wait $FS || { cat /tmp/fio-fs.out; rc=1; }
 wait $SLOW || { cat /tmp/fio-slow.out; rc=1; }
 wait $SLOWPACKED || { cat /tmp/fio-slowpacked.out; rc=1; }
 [ $rc = 0 ] || fail "fio failed across the restarts"
+test -e "$VDX_RUN/ack-kills" || fail "fio ended before the host had finished its kills: they must all land under I/O"
 fio_report raw
 fio_report fs
 fio_report slow
 fio_report slowpacked
-wait_until 60 test -e "$VDX_RUN/ack-kills" || fail "the host did not finish its kills"
 for n in raw fs slow slowpacked; do
   awk -F';' '$5 != 0 { exit 1 }' "/tmp/fio-$n.out" || fail "fio $n counted errors"
 done
