@@ -18,15 +18,12 @@ import type { ReactorSettings, RpcContext } from './rpc/methods/context.js';
 import { METHODS } from './rpc/methods/index.js';
 import { RpcServer } from './rpc/server.js';
 import { SUBSYSTEMS, subsystemConfig } from './rpc/methods/framework.js';
-import { DEFAULT_STATE_DIR } from './frontend/vduse/state.js';
 import { RunningState } from './running-state.js';
 import { CounterRegistry } from './metrics/counters.js';
 import { renderPrometheus } from './metrics/prometheus.js';
 import { type MetricsServer, startMetricsServer } from './metrics/server.js';
 
-import { ConfigError, DEFAULT_RPC_SOCKET, DEFAULT_VHOST_SOCKET_DIR, type DaemonOptions } from './daemon-options.js';
-
-export { ConfigError, DEFAULT_RPC_SOCKET, DEFAULT_VHOST_SOCKET_DIR, type DaemonOptions };
+import { ConfigError, DEFAULT_RPC_SOCKET, DEFAULT_STATE_DIR, DEFAULT_VHOST_SOCKET_DIR, type DaemonOptions } from './daemon-options.js';
 
 type ConfigEntryText = { method: string; params?: Record<string, unknown> };
 
@@ -55,6 +52,8 @@ export class Daemon implements RpcContext {
   readonly methods: MethodTable<RpcContext> = METHODS;
   readonly reactors: ReactorSettings;
   readonly vhostSocketDir: string;
+  /** VDUSE devices' records and in-flight logs, and the running state */
+  private readonly stateDir: string;
   /** what RPC calls made, for the next vdx on this socket (none without a socket) */
   private readonly running: RunningState | undefined;
   /** "kind:name" of what the command line made: it makes them again itself, so they are not kept */
@@ -70,7 +69,8 @@ export class Daemon implements RpcContext {
     if (config.saved) checkSavedConfig(config.saved.where, config.saved.doc);
     this.reactors = { count: config.reactors, cpus: config.cpus, idleSpinUs: config.idleSpinUs };
     this.vhostSocketDir = opts.vhostSocketDir;
-    this.running = opts.rpcSocket ? new RunningState(opts.stateDir ?? DEFAULT_STATE_DIR, opts.rpcSocket) : undefined;
+    this.stateDir = opts.stateDir ?? DEFAULT_STATE_DIR;
+    this.running = opts.rpcSocket ? new RunningState(this.stateDir, opts.rpcSocket) : undefined;
   }
 
   get pool(): ReactorPool {
@@ -94,7 +94,7 @@ export class Daemon implements RpcContext {
         r.on('log', (level, msg, data) => this.log[level]({ component: 'reactor', reactor: r.index, ...data }, msg));
       }
       this.bdevsRef = new BdevRegistry(this.log, (name) => this.storeResized(name));
-      this.exportsRef = new ExportRegistry(this.native, pool, this.bdevsRef, this.log, this.counters, this.opts.stateDir);
+      this.exportsRef = new ExportRegistry(this.native, pool, this.bdevsRef, this.log, this.counters, this.stateDir);
       if (this.config.saved) await this.replay(this.config.saved.where, this.config.saved.doc);
       for (const b of this.config.bdevs) await this.bdevs.create(b);
       for (const x of this.config.exports) await this.exports.create(x);

@@ -134,7 +134,7 @@ program
     // the daemon's: a restart serves again that much sooner.
     const pool = new ReactorPool(native, cfg.reactors, cfg.idleSpinUs, cfg.cpus);
     const { Daemon } = await import('../daemon.js');
-    const daemon = new Daemon(native, cfg, log, { rpcSocket: rpc, vhostSocketDir: o.vhostSocketDir ?? DEFAULT_VHOST_SOCKET_DIR, metrics: o.metrics, stateDir: o.stateDir ?? DEFAULT_STATE_DIR, pool });
+    const daemon = new Daemon(native, cfg, log, { rpcSocket: rpc, vhostSocketDir: o.vhostSocketDir ?? DEFAULT_VHOST_SOCKET_DIR, metrics: o.metrics, stateDir: o.stateDir, pool });
     try {
       await daemon.start();
     } catch (e) {

@@ -7,7 +7,6 @@ import type { Logger } from 'pino';
 import type { ExportConfig as DaemonConfigExport, VduseExportConfig, VhostUserExportConfig } from '../config/config.js';
 import type { QueueHost, QueuePlacer, ReactorHandle, ReactorPool } from '../core/reactor-pool.js';
 import { VduseExport, type VduseExportInfo } from '../frontend/vduse/export.js';
-import { DEFAULT_STATE_DIR } from '../frontend/vduse/state.js';
 import { VhostUserExport } from '../frontend/vhost-user/export.js';
 import type { NativeShim } from '../native/index.js';
 import { parseCpumask } from '../config/config.js';
@@ -45,7 +44,7 @@ export class ExportRegistry {
     /** I/O counters per export and queue; an export's series go when it is deleted */
     private readonly counters: CounterRegistry,
     /** VDUSE devices' records and in-flight logs (frontend/vduse/state.ts) */
-    private readonly stateDir: string = DEFAULT_STATE_DIR,
+    private readonly stateDir: string,
   ) {}
 
   /** Run control operations one at a time, in the order they were asked for. */

@@ -253,19 +253,14 @@ export class VduseDevice {
     }
     try {
       this.state.openLog(this.ctx.opts.numQueues, this.ctx.opts.queueSize);
+      if (serve) this.applyMsgTimeout();
     } catch (e) {
+      // Only to remove it (serve: false), a log that does not add up does not matter.
       if (serve) {
         closeSync(this.dev);
         this.dev = -1;
         throw this.fail(`VDUSE device '${this.name}' exists, but ${(e as Error).message}; not touched`);
       }
-    }
-    try {
-      if (serve) this.applyMsgTimeout();
-    } catch (e) {
-      closeSync(this.dev);
-      this.dev = -1;
-      throw this.fail(`VDUSE device '${this.name}' exists, but ${(e as Error).message}; not touched`);
     }
     for (let i = 0; i < this.ctx.opts.numQueues; i++) this.addVq();
     this.status = this.state.status;

@@ -22,7 +22,6 @@ import type { Mapping, NativeShim } from '../../native/index.js';
 import { inflightSplitStride } from '../../virtio/inflight.js';
 import { inflightPackedStride } from '../../virtio/inflight-packed.js';
 
-export { DEFAULT_STATE_DIR } from '../../daemon-options.js';
 const MAGIC = 'VDXVDLOG';
 const LOG_VERSION = 1;
 const LOG_HDR = 64;
