@@ -33,15 +33,17 @@ rm -f /tmp/fio.stop
 FIO_PID=$!
 
 rpc bdev_malloc_create name=m1 num_blocks=131072 block_size=512 >/dev/null
-out=$(jrpc_get 'j["node"] + " " + j["bus"] + " " + j["driver"]' vduse_create_blk_device name=rpc1 bdev_name=m1 num_queues=2 serial=rpc-one)
+out=$(jrpc_get 'j["node"] + " " + j["bus"] + " " + j["driver"] + " " + str(j["msg_timeout"])' vduse_create_blk_device name=rpc1 bdev_name=m1 num_queues=2 serial=rpc-one msg_timeout=75)
 DEV=${out%% *}
 [ -b "$DEV" ] || fail "rpc1 has no block device: $out"
-[ "${out#* }" = "virtio virtio_vdpa" ] || fail "rpc1 is not on virtio_vdpa: $out"
+[ "${out#* }" = "virtio virtio_vdpa 75" ] || fail "rpc1 is not on virtio_vdpa with msg_timeout 75: $out"
+[ "$(cat /sys/class/vduse/rpc1/msg_timeout)" = 75 ] || fail "msg_timeout=75 did not reach the kernel: $(cat /sys/class/vduse/rpc1/msg_timeout)"
 [ "$(cat /sys/block/${DEV#/dev/}/serial)" = rpc-one ] || fail "rpc1's serial"
 step "vduse_create_blk_device made $DEV"
-again=$(jrpc_get 'j["node"]' vduse_create_blk_device name=rpc1 bdev_name=m1 num_queues=2 serial=rpc-one)
+again=$(jrpc_get 'j["node"]' vduse_create_blk_device name=rpc1 bdev_name=m1 num_queues=2 serial=rpc-one msg_timeout=75)
 [ "$again" = "$DEV" ] || fail "a repeated create gave $again, not $DEV"
-expect_fail 'numQueues=2 (asked 1)' rpc vduse_create_blk_device name=rpc1 bdev_name=m1 num_queues=1 serial=rpc-one
+expect_fail 'numQueues=2 (asked 1)' rpc vduse_create_blk_device name=rpc1 bdev_name=m1 num_queues=1 serial=rpc-one msg_timeout=75
+expect_fail "parameter 'msg_timeout'" rpc vduse_create_blk_device name=rpc9 bdev_name=m1 msg_timeout=-1
 expect_fail "parameter 'bus' must be one of" rpc vduse_create_blk_device name=rpc9 bdev_name=m1 bus=pci
 expect_fail "no bdev 'nope'" rpc vduse_create_blk_device name=rpc9 bdev_name=nope
 
