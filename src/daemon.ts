@@ -194,16 +194,18 @@ export class Daemon implements RpcContext {
    * request channel (QEMU does) get CONFIG_CHANGE_MSG, others see it on their
    * next GET_CONFIG.
    */
-  async resizeBdev(name: string, size: string | undefined): Promise<number> {
+  async resizeBdev(name: string, size: string | undefined, onlyIfChanged = false): Promise<number> {
     const e = this.bdevs.get(name);
     const m = bdevModule(e.spec.type);
     if (!m.resize) throw new ControlError(EINVAL, `bdev '${name}' (${e.spec.type}) cannot be resized; ${resizableTypes().join(', ')} bdevs can`);
+    const before = e.desc.info.sizeBytes;
     let sizeBytes: number;
     try {
       sizeBytes = await m.resize(e.desc, size);
     } catch (err) {
       throw new ControlError(EINVAL, (err as Error).message);
     }
+    if (onlyIfChanged && sizeBytes === before) return sizeBytes;
     this.bdevs.resized(name);
     await Promise.all(this.pool.reactors.map((r) => r.setSize(name, sizeBytes)));
     for (const x of this.exports.list()) {
@@ -215,10 +217,13 @@ export class Daemon implements RpcContext {
     return sizeBytes;
   }
 
-  /** A bdev's store changed its size (an `rbd resize` elsewhere): re-read it and tell the exports. */
+  /**
+   * A bdev's store says its size may have changed (an `rbd resize` elsewhere):
+   * re-read it and tell the exports, if it did.
+   */
   private storeResized(name: string): void {
     if (!this.bdevsRef?.has(name)) return;
-    this.resizeBdev(name, undefined).catch((e: Error) => this.log.error({ component: 'bdev', name }, `size change not applied: ${e.message}`));
+    this.resizeBdev(name, undefined, true).catch((e: Error) => this.log.error({ component: 'bdev', name }, `size change not applied: ${e.message}`));
   }
 
   /** The Prometheus text of every queue's and reactor's counters. */

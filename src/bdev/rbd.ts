@@ -217,11 +217,22 @@ const CLUSTER_KEYS = ['cluster', 'conf', 'user', 'key-file', 'mon-host', 'connec
 
 interface WatchState {
   watcher?: FdWatcher;
+  /** the second read of the size after a burst of header updates */
+  settle?: NodeJS.Timeout;
   stopped: boolean;
   /** the rbdWatch/rbdUnwatch in flight, so destroy never races it */
   pending: Promise<unknown>;
 }
 const watches = new Map<number, WatchState>();
+const SETTLE_MS = 1000;
+
+function stopWatch(st: WatchState): void {
+  st.stopped = true;
+  if (st.settle) clearTimeout(st.settle);
+  st.settle = undefined;
+  st.watcher?.close();
+  st.watcher = undefined;
+}
 
 function rbdFail(desc: { info: { name: string } } | string, e: unknown): Error {
   const name = typeof desc === 'string' ? desc : desc.info.name;
@@ -395,7 +406,7 @@ export const rbdBdev: BdevModule = {
     desc.info.sizeBytes = bytes - (bytes % desc.info.blockSize);
     return desc.info.sizeBytes;
   },
-  watch(desc, changed): () => void {
+  watch(desc, changed, unwatched): () => void {
     const rbd = loadRbd();
     const handle = desc.params.handle as number;
     if (watches.has(handle)) throw new Error(`rbd bdev ${desc.info.name}: already watched`);
@@ -408,17 +419,24 @@ export const rbdBdev: BdevModule = {
         st.watcher = new n.FdWatcher(fd);
         st.watcher.start(true, false, () => {
           // Coalesce: one re-read covers every update counted so far.
-          if (n.eventfdRead(fd) > 0 && !st.stopped) changed();
+          if (n.eventfdRead(fd) <= 0 || st.stopped) return;
+          changed();
+          // And one more once the updates have settled: a read racing librbd's
+          // refresh of the header must not be the last word on the size.
+          if (st.settle) clearTimeout(st.settle);
+          st.settle = setTimeout(() => {
+            st.settle = undefined;
+            if (!st.stopped) changed();
+          }, SETTLE_MS);
+          st.settle.unref();
         });
         return undefined;
       },
-      () => undefined, // no watch (e.g. the cluster went away): resizes elsewhere go unnoticed, I/O is unaffected
+      (e: Error) => unwatched(`rbd_update_watch on ${desc.params.pool}/${desc.params.image}: ${e.message}`),
     );
     return () => {
       if (st.stopped) return;
-      st.stopped = true;
-      st.watcher?.close();
-      st.watcher = undefined;
+      stopWatch(st);
       st.pending = st.pending.then(() => rbd.rbdUnwatch(handle)).catch(() => undefined);
     };
   },
@@ -452,8 +470,7 @@ export const rbdBdev: BdevModule = {
     const handle = desc.params.handle as number;
     const st = watches.get(handle);
     if (st) {
-      st.stopped = true;
-      st.watcher?.close();
+      stopWatch(st);
       await st.pending.catch(() => undefined);
       watches.delete(handle);
     }

@@ -133,9 +133,11 @@ export interface BdevModule {
    * Main thread, optional: call `changed` whenever the store reports that the
    * bdev's size changed elsewhere (an `rbd resize` by another client); the
    * daemon then resizes with no size (re-reads it) and tells the frontends.
-   * Returns the function that stops watching (called before destroy).
+   * `unwatched` says why the store cannot be watched (resizes made elsewhere
+   * then go unnoticed; I/O is unaffected). Returns the function that stops
+   * watching (called before destroy).
    */
-  watch?(desc: BdevDesc, changed: () => void): () => void;
+  watch?(desc: BdevDesc, changed: () => void, unwatched: (why: string) => void): () => void;
   /** What listings show of this bdev (SPDK's bdev_get_bdevs product_name and driver_specific). */
   describe(desc: BdevDesc): { productName: string; driverSpecific: Record<string, unknown> };
   /** Main thread: release what create() made, after every channel on it closed. */

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { bdevModule } from '../bdev/registry.js';
-import type { BdevDesc } from '../bdev/types.js';
+import type { BdevDesc, BdevModule } from '../bdev/types.js';
 import { ControlError, EBUSY, EEXIST, ENODEV } from './errors.js';
 
 /** A bdev as created: its type and the module's keys (values as strings). */
@@ -87,7 +87,7 @@ export class BdevRegistry {
       throw new ControlError(EBUSY, `vdx is shutting down; bdev '${name}' was not created`);
     }
     const entry: BdevEntry = { desc, spec, uuid: uuid ?? randomUUID(), claims: new Set(), method, unwatch: undefined };
-    entry.unwatch = module.watch?.(desc, () => this.changed(name));
+    entry.unwatch = this.watch(module, desc, name);
     this.entries.set(name, entry);
     this.log.info({ component: 'bdev', name, type, sizeBytes: desc.info.sizeBytes }, 'bdev created');
     return { entry, created: true };
@@ -137,7 +137,7 @@ export class BdevRegistry {
       await dying;
     } catch (err) {
       const module = bdevModule(e.spec.type);
-      e.unwatch = module.watch?.(e.desc, () => this.changed(name));
+      e.unwatch = this.watch(module, e.desc, name);
       throw new ControlError(EBUSY, `bdev '${name}' was not deleted: ${(err as Error).message}`);
     } finally {
       this.creating.delete(name);
@@ -145,6 +145,14 @@ export class BdevRegistry {
     }
     this.entries.delete(name);
     this.log.info({ component: 'bdev', name }, 'bdev deleted');
+  }
+
+  private watch(module: BdevModule, desc: BdevDesc, name: string): (() => void) | undefined {
+    return module.watch?.(
+      desc,
+      () => this.changed(name),
+      (why) => this.log.warn({ component: 'bdev', name }, `size changes made outside vdx will go unnoticed: ${why}`),
+    );
   }
 
   /** Record a new size in the spec (null bdevs keep their size there). */

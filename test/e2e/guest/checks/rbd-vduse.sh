@@ -37,7 +37,11 @@ fs_roundtrip "$dev"
 
 step "rbd resize by another client reaches the driver (librbd's update watch, a config interrupt)"
 rbd resize --size 96M rbd/vm1 >/dev/null 2>&1 || fail "rbd resize"
-wait_until 30 test "$(cat /sys/block/${dev#/dev/}/size)" = $((96 * 2048)) || fail "$dev still has $(cat /sys/block/${dev#/dev/}/size) sectors after rbd resize to 96M"
+wait_until 60 test "$(cat /sys/block/${dev#/dev/}/size)" = $((96 * 2048)) || {
+  grep -E 'resize|size change|unnoticed' "$VDX_RUN/vdx.log" || true
+  rbd info rbd/vm1 || true
+  fail "$dev still has $(cat /sys/block/${dev#/dev/}/size) sectors after rbd resize to 96M"
+}
 step "$dev grew to 96 MiB"
 
 head -c 65536 /dev/zero | tr '\0' '\061' >/tmp/pat1.bin
