@@ -29,6 +29,8 @@ type ConfigEntryText = { method: string; params?: Record<string, unknown> };
 
 /** "cluster:NAME", "bdev:NAME" or "export:NAME" for a config entry that makes one; undefined for others. */
 function entryKey(c: ConfigEntryText): string | undefined {
+  // A split is known by its first part.
+  if (c.method === 'bdev_split_create' && typeof c.params?.['base_bdev'] === 'string') return `bdev:${c.params['base_bdev']}p0`;
   const name = c.params?.['ctrlr'] ?? c.params?.['name'];
   if (typeof name !== 'string' || !/_create|_register_cluster$/.test(c.method)) return undefined;
   if (c.method === 'bdev_rbd_register_cluster') return `cluster:${name}`;

@@ -3,7 +3,9 @@ import { fileBdev } from './file.js';
 import { mallocBdev } from './malloc.js';
 import { nbdBdev } from './nbd/index.js';
 import { nullBdev } from './null.js';
+import { passthruBdev } from './passthru.js';
 import { rbdBdev } from './rbd.js';
+import { splitBdev } from './split.js';
 import type { BdevModule } from './types.js';
 
 export const BDEV_MODULES: Readonly<Record<string, BdevModule>> = {
@@ -12,6 +14,8 @@ export const BDEV_MODULES: Readonly<Record<string, BdevModule>> = {
   file: fileBdev,
   nbd: nbdBdev,
   rbd: rbdBdev,
+  split: splitBdev,
+  passthru: passthruBdev,
 };
 
 export function bdevModule(type: string): BdevModule {

@@ -95,6 +95,14 @@ export interface BdevInfo {
 export interface ChannelContext {
   /** Log through the reactor to the daemon's logger (a channel has none of its own in a worker). */
   log(level: 'info' | 'warn' | 'error', msg: string, data?: Record<string, unknown>): void;
+  /**
+   * A layer's channel on one of its bases (one of desc.bases), on this
+   * reactor: shared with every other user of that base here, polled by the
+   * reactor (so its completions run from the reactor's pass, never inside the
+   * layer's submit). Give it back with closeBase, once, from close().
+   */
+  openBase(base: BdevDesc): Channel;
+  closeBase(base: BdevDesc): void;
 }
 
 /** A bdev as the main thread keeps it: structured-clone-safe, sent to reactors. */
@@ -102,6 +110,8 @@ export interface BdevDesc {
   info: BdevInfo;
   /** module-specific fields (paths, fds, flags) */
   params: Record<string, string | number | boolean>;
+  /** a layer's base bdevs, in the order of the module's baseKeys */
+  bases?: BdevDesc[];
 }
 
 /** A bdev type: a plain function table, listed in registry.ts (nothing registers itself). */
@@ -109,6 +119,20 @@ export interface BdevModule {
   readonly type: string;
   /** Keys accepted in `type:key=value,...` specs, with a one-line meaning each (for errors and --help). */
   readonly keys: Record<string, string>;
+  /**
+   * A layer: the keys whose values name the bdevs it is built on. The
+   * registry finds them (they must exist), claims them for writing (a second
+   * writer, an export or another layer, is then refused naming this one) and
+   * passes their descriptions to create(), which keeps them in desc.bases.
+   */
+  readonly baseKeys?: readonly string[];
+  /**
+   * A spec that stands for several bdevs (split's count=): the specs of each,
+   * normalized, given the bases' descriptions. The registry creates them one
+   * by one; `names` lists them without the bases (for config checks).
+   */
+  expand?(spec: Record<string, string>, bases: BdevDesc[]): Record<string, string>[];
+  names?(spec: Record<string, string>): string[];
   /**
    * Main thread, no side effects: validate a spec and return it in canonical
    * form (every key the module knows, defaults filled in, sizes in bytes), so
@@ -121,7 +145,7 @@ export interface BdevModule {
    * remote store's connection) from a normalized spec. Remote bdevs connect
    * here, so it may be asynchronous; it must never block the event loop.
    */
-  create(spec: Record<string, string>): BdevDesc | Promise<BdevDesc>;
+  create(spec: Record<string, string>, bases: BdevDesc[]): BdevDesc | Promise<BdevDesc>;
   /** Reactor thread: open this reactor's channel. */
   open(desc: BdevDesc, ctx: ChannelContext): Channel;
   /**

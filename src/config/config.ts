@@ -125,8 +125,22 @@ function intKey(type: string, key: string, v: string | undefined, dflt: number, 
 export function bdevFromSpec(spec: string): BdevConfig {
   const { type, keys } = parseSpec('--bdev', spec);
   if (!Object.hasOwn(BDEV_MODULES, type)) throw new Error(`--bdev '${spec}': unknown type '${type}'; known types: ${Object.keys(BDEV_MODULES).join(', ')}`);
-  checkKeys(type, keys, { ...bdevModule(type).keys, ...COMMON_BDEV_KEYS }, ['name']);
+  const module = bdevModule(type);
+  // A spec for several bdevs (split) names them itself, and takes no uuid.
+  const bases = [...(module.baseKeys ?? [])];
+  if (module.names) {
+    checkKeys(type, keys, module.keys, bases);
+    module.names(keys);
+  } else {
+    checkKeys(type, keys, { ...module.keys, ...COMMON_BDEV_KEYS }, ['name', ...bases]);
+  }
   return { type, ...keys };
+}
+
+/** The bdevs a spec makes, by name. */
+export function bdevNames(b: BdevConfig): string[] {
+  const module = bdevModule(b.type);
+  return module.names ? module.names(b) : [b.name!];
 }
 
 function logicalBlockSize(type: string, v: string | undefined): number | undefined {
@@ -245,8 +259,17 @@ export function validateConfig(c: DaemonConfig): void {
   if (c.saved) return;
   const names = new Set<string>();
   for (const b of c.bdevs) {
-    if (names.has(b.name!)) throw new Error(`bdev name '${b.name}' is used twice`);
-    names.add(b.name!);
+    // A layer is built on bdevs defined before it.
+    for (const k of bdevModule(b.type).baseKeys ?? []) {
+      const base = b[k];
+      if (base !== undefined && !names.has(base)) {
+        throw new Error(`bdev ${b.type}${b.name ? ` '${b.name}'` : ''}: ${k}=${base} is not defined before it; defined bdevs: ${[...names].join(', ') || 'none'}`);
+      }
+    }
+    for (const name of bdevNames(b)) {
+      if (names.has(name)) throw new Error(`bdev name '${name}' is used twice`);
+      names.add(name);
+    }
   }
   const sockets = new Set<string>();
   const exportNames = new Set<string>();

@@ -14,13 +14,31 @@ export interface BdevSpec {
   [key: string]: string;
 }
 
+/**
+ * How a user holds a bdev: `read` (a read-only export) never conflicts;
+ * `write` (a writable export) shares with other writers, as vhost exports of
+ * one bdev always could; `exclusive` (a layer on it) tolerates no other writer.
+ */
+export type ClaimKind = 'read' | 'write' | 'exclusive';
+
+export interface Claim {
+  kind: ClaimKind;
+  /** the parts of a split claim their base together, once each */
+  count: number;
+}
+
 export interface BdevEntry {
   readonly desc: BdevDesc;
   /** canonical spec (normalized by the module, uuid included): what save_config writes */
   readonly spec: BdevSpec;
   readonly uuid: string;
-  /** who uses this bdev, e.g. "vhost controller vhost.0" */
-  readonly claims: Set<string>;
+  /** who uses this bdev, e.g. "vhost controller vhost.0", "split f0" */
+  readonly claims: Map<string, Claim>;
+  /** a layer's bases (claimed by `claimant` while this bdev exists) */
+  readonly bases: string[];
+  readonly claimant: string;
+  /** bdevs made by one spec (split's parts): created and deleted together */
+  readonly group: { label: string; deleteHint: string } | undefined;
   /** the SPDK-style method it was created with, kept so save_config writes it back the same way */
   readonly method: string | undefined;
   /** stops the module's watch on the store (size changes made elsewhere) */
@@ -53,9 +71,44 @@ export class BdevRegistry {
   /**
    * Create a bdev, or return the existing one when it has the same name and
    * parameters (`created` false). The same name with other parameters is an
-   * error naming the difference.
+   * error naming the difference. A spec that stands for several bdevs (split)
+   * creates them all (`entries`), or none.
    */
-  async create(raw: BdevSpec, method?: string): Promise<{ entry: BdevEntry; created: boolean }> {
+  async create(raw: BdevSpec, method?: string): Promise<{ entry: BdevEntry; created: boolean; entries: BdevEntry[] }> {
+    const module = bdevModule(raw.type);
+    if (!module.expand) {
+      const r = await this.createOne(raw, method, undefined);
+      return { ...r, entries: [r.entry] };
+    }
+    const { type, uuid, ...keys } = raw;
+    if (uuid !== undefined) throw new Error(`${type}: uuid= is not taken here: each of its bdevs gets one of its own`);
+    const bases = (module.baseKeys ?? []).map((k) => this.baseFor(type, k, keys[k]));
+    const parts = module.expand(keys, bases.map((b) => b.desc));
+    const baseName = bases[0]?.desc.info.name ?? '';
+    const group = { label: `${type} ${baseName}`, deleteHint: `bdev_${type}_delete ${baseName}` };
+    const entries: BdevEntry[] = [];
+    let created = false;
+    try {
+      for (const part of parts) {
+        const r = await this.createOne({ type, ...part }, method, group);
+        entries.push(r.entry);
+        created ||= r.created;
+      }
+    } catch (e) {
+      // All or nothing: the parts this call made go again.
+      if (created) for (const x of entries.reverse()) await this.deleteEntry(x).catch(() => {});
+      throw e;
+    }
+    return { entry: entries[0]!, created, entries };
+  }
+
+  /** A base a layer names: it must exist (and not be on its way out). */
+  private baseFor(type: string, key: string, name: string | undefined): BdevEntry {
+    if (!name) throw new Error(`${type}: missing ${key}= (the bdev it is built on)`);
+    return this.get(name);
+  }
+
+  private async createOne(raw: BdevSpec, method: string | undefined, group: BdevEntry['group']): Promise<{ entry: BdevEntry; created: boolean }> {
     const { spec, uuid } = normalizeBdevSpec(raw);
     const name = spec.name!;
     for (let p = this.creating.get(name); p; p = this.creating.get(name)) await p.catch(() => {});
@@ -68,12 +121,22 @@ export class BdevRegistry {
     }
     const { type, ...keys } = spec;
     const module = bdevModule(type);
-    const making = Promise.resolve().then(() => module.create(keys));
+    const claimant = group?.label ?? `${type} ${name}`;
+    const baseNames = (module.baseKeys ?? []).map((k) => keys[k]!);
+    const bases: BdevDesc[] = [];
+    try {
+      for (const b of baseNames) bases.push(this.claim(b, claimant, 'exclusive').desc);
+    } catch (e) {
+      for (const b of baseNames.slice(0, bases.length)) this.release(b, claimant);
+      throw e;
+    }
+    const making = Promise.resolve().then(() => module.create(keys, bases));
     this.creating.set(name, making);
     let desc: BdevDesc;
     try {
       desc = await making;
     } catch (e) {
+      for (const b of baseNames) this.release(b, claimant);
       // A store that refused or did not answer (an errno from the module) is the
       // caller's -errno; anything else is a bad parameter the module found.
       const errno = (e as { errno?: unknown }).errno;
@@ -84,12 +147,13 @@ export class BdevRegistry {
     }
     if (this.stopping) {
       await module.destroy(desc);
+      for (const b of baseNames) this.release(b, claimant);
       throw new ControlError(EBUSY, `vdx is shutting down; bdev '${name}' was not created`);
     }
-    const entry: BdevEntry = { desc, spec, uuid: uuid ?? randomUUID(), claims: new Set(), method, unwatch: undefined };
+    const entry: BdevEntry = { desc, spec, uuid: uuid ?? randomUUID(), claims: new Map(), bases: baseNames, claimant, group, method, unwatch: undefined };
     entry.unwatch = this.watch(module, desc, name);
     this.entries.set(name, entry);
-    this.log.info({ component: 'bdev', name, type, sizeBytes: desc.info.sizeBytes }, 'bdev created');
+    this.log.info({ component: 'bdev', name, type, sizeBytes: desc.info.sizeBytes, ...(baseNames.length ? { bases: baseNames } : {}) }, 'bdev created');
     return { entry, created: true };
   }
 
@@ -108,14 +172,33 @@ export class BdevRegistry {
     return [...this.entries.values()];
   }
 
-  claim(name: string, by: string): BdevEntry {
+  /**
+   * Hold a bdev for `by`. A layer's claim (exclusive) is refused while anyone
+   * else writes to the bdev, and a writer is refused while a layer holds it:
+   * two writers that do not know of each other would corrupt it.
+   */
+  claim(name: string, by: string, kind: ClaimKind = 'write'): BdevEntry {
     const e = this.get(name);
-    e.claims.add(by);
+    for (const [who, c] of e.claims) {
+      if (who === by) continue;
+      if (kind === 'exclusive' && c.kind !== 'read') {
+        throw new ControlError(EBUSY, `bdev '${name}' is written through ${who}; a layer needs to be its only writer (delete ${who} first)`);
+      }
+      if (kind !== 'read' && c.kind === 'exclusive') {
+        throw new ControlError(EBUSY, `bdev '${name}' is claimed for writing by ${who}; use that, or export '${name}' with readonly=on`);
+      }
+    }
+    const held = e.claims.get(by);
+    if (held) held.count++;
+    else e.claims.set(by, { kind, count: 1 });
     return e;
   }
 
   release(name: string, by: string): void {
-    this.entries.get(name)?.claims.delete(by);
+    const e = this.entries.get(name);
+    const held = e?.claims.get(by);
+    if (!held) return;
+    if (--held.count === 0) e!.claims.delete(by);
   }
 
   /** Delete an unclaimed bdev; `type` guards against bdev_malloc_delete on a file bdev. */
@@ -124,8 +207,26 @@ export class BdevRegistry {
     if (type !== undefined && e.spec.type !== type) {
       throw new ControlError(ENODEV, `bdev '${name}' is a ${e.spec.type} bdev, not ${type}`);
     }
+    if (e.group) throw new ControlError(EBUSY, `bdev '${name}' is one of the bdevs of ${e.group.label}, deleted together: ${e.group.deleteHint}`);
+    await this.deleteEntry(e);
+  }
+
+  /** Delete every bdev one spec made (split's parts), if none of them is in use. */
+  async deleteGroup(label: string): Promise<void> {
+    const members = [...this.entries.values()].filter((e) => e.group?.label === label);
+    if (!members.length) throw new ControlError(ENODEV, `no ${label}`);
+    const used = members.filter((e) => e.claims.size > 0);
+    if (used.length) {
+      throw new ControlError(EBUSY, `${label} is in use: ${used.map((e) => `${e.desc.info.name} by ${[...e.claims.keys()].join(', ')}`).join('; ')}; delete those first`);
+    }
+    for (const e of members.reverse()) await this.deleteEntry(e);
+  }
+
+  private async deleteEntry(e: BdevEntry): Promise<void> {
+    const name = e.desc.info.name;
+    if (this.dying.has(name)) throw new ControlError(EBUSY, `bdev '${name}' is being deleted`);
     if (e.claims.size) {
-      throw new ControlError(EBUSY, `bdev '${name}' is claimed by ${[...e.claims].join(', ')}; delete ${e.claims.size > 1 ? 'those' : 'that'} first`);
+      throw new ControlError(EBUSY, `bdev '${name}' is claimed by ${[...e.claims.keys()].join(', ')}; delete ${e.claims.size > 1 ? 'those' : 'that'} first`);
     }
     // The entry goes only once its module let go: a close that fails (a store
     // still holding I/O) keeps the bdev, so a retry can finish the delete.
@@ -144,6 +245,7 @@ export class BdevRegistry {
       this.dying.delete(name);
     }
     this.entries.delete(name);
+    for (const b of e.bases) this.release(b, e.claimant);
     this.log.info({ component: 'bdev', name }, 'bdev deleted');
   }
 
@@ -165,7 +267,8 @@ export class BdevRegistry {
   async clear(): Promise<void> {
     this.stopping = true;
     await Promise.all([...this.creating.values()].map((p) => p.catch(() => {})));
-    const all = [...this.entries.values()];
+    // Newest first: a layer goes before the bdevs it is built on.
+    const all = [...this.entries.values()].reverse();
     this.entries.clear();
     for (const e of all) {
       await destroyEntry(e).catch((err: Error) => this.log.error({ component: 'bdev', name: e.spec.name }, `destroying bdev: ${err.message}`));

@@ -13,6 +13,7 @@ import { parseCpumask } from '../config/config.js';
 import { nodeInUse, type VdpaBus } from '../vdpa/bus.js';
 import { VdpaOps } from '../vdpa/ops.js';
 import type { CounterRegistry } from '../metrics/counters.js';
+import type { BdevDesc } from '../bdev/types.js';
 import type { BdevRegistry } from './bdevs.js';
 import { ControlError, EBUSY, EEXIST, EINVAL, ENODEV } from './errors.js';
 
@@ -93,7 +94,7 @@ export class ExportRegistry {
         throw new ControlError(EINVAL, `${KIND_NAME[cfg.type]} '${cfg.name}': ${(e as Error).message}`);
       }
       const claimant = claimantOf(cfg.type, cfg.name);
-      this.bdevs.claim(cfg.bdev, claimant);
+      this.bdevs.claim(cfg.bdev, claimant, cfg.readonly ? 'read' : 'write');
       let entry: ExportEntry;
       try {
         if (cfg.type === 'vhost-user') {
@@ -123,19 +124,27 @@ export class ExportRegistry {
    * the one already serving the bdev, or the least loaded the cpumask allows.
    */
   private singleReactorPlacer(bdev: string, among: ReactorHandle[]): QueuePlacer {
-    let r = this.bdevReactor.get(bdev);
+    // Layers on such a bdev (the parts of a split) share its one reactor.
+    const root = singleReactorRoot(this.bdevs.get(bdev).desc);
+    let r = this.bdevReactor.get(root.info.name);
     if (r && !among.some((x) => x === r)) {
-      throw new Error(`bdev '${bdev}' must stay on one reactor (${singleReactorWhy(this.bdevs.get(bdev).desc.info.type)}) and reactor ${r.index} serves it; use a cpumask that includes that reactor`);
+      const via = root.info.name === bdev ? '' : ` (it is built on '${root.info.name}')`;
+      throw new Error(`bdev '${bdev}' must stay on one reactor${via} (${singleReactorWhy(root.info.type)}) and reactor ${r.index} serves it; use a cpumask that includes that reactor`);
     }
     r ??= this.pool.placer(among).pick();
-    this.bdevReactor.set(bdev, r);
+    this.bdevReactor.set(root.info.name, r);
     const chosen = r;
     return { pick: () => chosen };
   }
 
   /** Forget a singleReactor bdev's reactor once no export uses the bdev. */
   private releaseReactor(bdev: string): void {
-    if (![...this.entries.values()].some((e) => e.cfg.bdev === bdev)) this.bdevReactor.delete(bdev);
+    const rootOf = (name: string) => {
+      const e = this.bdevs.list().find((x) => x.desc.info.name === name);
+      return e ? singleReactorRoot(e.desc).info.name : name;
+    };
+    const root = rootOf(bdev);
+    if (![...this.entries.values()].some((e) => rootOf(e.cfg.bdev) === root)) this.bdevReactor.delete(root);
   }
 
   /** Why this export's front-end must not be cut off now, or undefined. */
@@ -201,6 +210,13 @@ export class ExportRegistry {
       this.ops = undefined;
     });
   }
+}
+
+/** The bdev whose channels decide that this one's I/O stays on one reactor: the bottom of the layers that inherited it. */
+function singleReactorRoot(desc: BdevDesc): BdevDesc {
+  let d = desc;
+  for (let b = d.bases?.find((x) => x.info.singleReactor); b; b = d.bases?.find((x) => x.info.singleReactor)) d = b;
+  return d;
 }
 
 function singleReactorWhy(type: string): string {

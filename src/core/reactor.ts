@@ -4,7 +4,7 @@
 // rings are re-checked after arming). Control requests arrive on a MessagePort
 // and are read synchronously, so the loop never yields to the event loop.
 import { bdevModule } from '../bdev/registry.js';
-import type { Channel, ChannelContext } from '../bdev/types.js';
+import type { BdevDesc, Channel, ChannelContext } from '../bdev/types.js';
 import type { NativeShim } from '../native/index.js';
 import { BlkQueue } from '../virtio/blk.js';
 import { IoClock } from '../virtio/blk-counters.js';
@@ -84,6 +84,8 @@ export class Reactor {
   private readonly monoOffsetMs: number;
   private readonly channelContext: ChannelContext = {
     log: (level, msg, data) => this.source.reply({ event: 'log', level, msg, ...(data ? { data } : {}) }),
+    openBase: (base) => this.acquireChannel(base).channel,
+    closeBase: (base) => this.releaseChannel(base.info.name),
   };
 
   constructor(
@@ -163,7 +165,7 @@ export class Reactor {
       try {
         work += c.channel.poll();
       } catch (e) {
-        for (const q of qs) if (q.chanKey === c.key) this.markBroken(q, `bdev channel threw: ${(e as Error).message}`);
+        for (const q of qs) if (builtOn(q.spec.bdev, c.key)) this.markBroken(q, `bdev channel threw: ${(e as Error).message}`);
       }
     }
     for (let i = 0; i < qs.length; i++) {
@@ -370,18 +372,7 @@ export class Reactor {
           },
         );
     const chanKey = s.bdev.info.name;
-    let c = this.channels.get(chanKey);
-    if (!c) {
-      const channel = bdevModule(s.bdev.info.type).open(s.bdev, this.channelContext);
-      c = { key: chanKey, channel, users: 0, token: 0 };
-      if (channel.notifyFd >= 0) {
-        c.token = this.nextToken++;
-        this.tokens.set(c.token, () => channel.clearNotify());
-        this.native.epollCtl(this.epfd, this.native.EPOLL_CTL_ADD, channel.notifyFd, this.native.EPOLLIN, c.token);
-      }
-      this.channels.set(chanKey, c);
-      this.channelList = [...this.channels.values()];
-    }
+    const c = this.acquireChannel(s.bdev);
     const q: QueueState = {
       spec: s,
       memKey,
@@ -396,7 +387,6 @@ export class Reactor {
     };
     q.blk = new BlkQueue(ring, mem, c.channel, s.blk, { broken: (why) => this.markBroken(q, why) }, { counters: s.counters, clock: this.clock });
     m.users++;
-    c.users++;
     if (s.kickFd >= 0) {
       q.token = this.nextToken++;
       const kick = s.kickFd;
@@ -406,6 +396,43 @@ export class Reactor {
     ring.setKicks(false);
     this.queues.set(s.id, q);
     this.active = [...this.queues.values()];
+  }
+
+  /**
+   * This reactor's channel on a bdev, shared by every queue and layer on it
+   * here: opened on first use (a layer's open opens its bases in turn), and
+   * polled by the loop like any other.
+   */
+  private acquireChannel(bdev: BdevDesc): ChannelRef {
+    const key = bdev.info.name;
+    let c = this.channels.get(key);
+    if (!c) {
+      const channel = bdevModule(bdev.info.type).open(bdev, this.channelContext);
+      c = { key, channel, users: 0, token: 0 };
+      if (channel.notifyFd >= 0) {
+        c.token = this.nextToken++;
+        this.tokens.set(c.token, () => channel.clearNotify());
+        this.native.epollCtl(this.epfd, this.native.EPOLL_CTL_ADD, channel.notifyFd, this.native.EPOLLIN, c.token);
+      }
+      this.channels.set(key, c);
+      this.channelList = [...this.channels.values()];
+    }
+    c.users++;
+    return c;
+  }
+
+  private releaseChannel(key: string): void {
+    const c = this.channels.get(key);
+    if (!c || --c.users > 0) return;
+    const n = this.native;
+    if (c.token) {
+      n.epollCtl(this.epfd, n.EPOLL_CTL_DEL, c.channel.notifyFd, 0, 0);
+      this.tokens.delete(c.token);
+    }
+    this.channels.delete(key);
+    this.channelList = [...this.channels.values()];
+    // Last: a layer's close gives back its bases' channels in turn.
+    c.channel.close();
   }
 
   private finishStop(q: QueueState): void {
@@ -426,16 +453,7 @@ export class Reactor {
     this.retired.completed += q.blk.completed;
     this.retired.failed += q.blk.failed;
     q.blk.detachCounters();
-    const c = this.channels.get(q.chanKey)!;
-    if (--c.users === 0) {
-      if (c.token) {
-        n.epollCtl(this.epfd, n.EPOLL_CTL_DEL, c.channel.notifyFd, 0, 0);
-        this.tokens.delete(c.token);
-      }
-      c.channel.close();
-      this.channels.delete(q.chanKey);
-      this.channelList = [...this.channels.values()];
-    }
+    this.releaseChannel(q.chanKey);
     const m = this.memories.get(q.memKey)!;
     if (--m.users === 0) {
       // Detach our views before the main thread unmaps: a stale view then reads as empty.
@@ -448,4 +466,11 @@ export class Reactor {
   private close(): void {
     this.native.close(this.epfd);
   }
+}
+
+/** Is `name` this bdev or one of the bdevs under it? */
+function builtOn(bdev: BdevDesc, name: string): boolean {
+  if (bdev.info.name === name) return true;
+  for (const b of bdev.bases ?? []) if (builtOn(b, name)) return true;
+  return false;
 }

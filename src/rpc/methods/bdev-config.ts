@@ -9,6 +9,20 @@ import type { ConfigEntry } from './framework.js';
 const RBD_CEPH_OPTIONS: Record<string, string> = {};
 for (const [option, key] of Object.entries(CEPH_OPTIONS)) RBD_CEPH_OPTIONS[key] ??= option;
 
+/** Every bdev as the calls that recreate it, in creation order: one call for the bdevs one spec made (split's parts). */
+export function bdevConfigEntries(list: BdevEntry[]): ConfigEntry[] {
+  const seen = new Set<string>();
+  const out: ConfigEntry[] = [];
+  for (const e of list) {
+    if (e.group) {
+      if (seen.has(e.group.label)) continue;
+      seen.add(e.group.label);
+    }
+    out.push(bdevConfigEntry(e));
+  }
+  return out;
+}
+
 export function bdevConfigEntry(e: BdevEntry): ConfigEntry {
   const s = e.spec;
   const blockSize = Number(s['block-size']);
@@ -48,6 +62,14 @@ export function bdevConfigEntry(e: BdevEntry): ConfigEntry {
       }
       return { method: 'bdev_nbd_create', params };
     }
+    case 'split': {
+      const size = Number(s.size);
+      // Whole MiB go back as SPDK's split_size_mb; other sizes in vdx's own keys.
+      if (size % (1 << 20) !== 0) return { method: 'bdev_create', params: { type: 'split', name: s.name, keys: { base: s.base, count: s.count, size: s.size } } };
+      return { method: 'bdev_split_create', params: { base_bdev: s.base, split_count: Number(s.count), ...(size ? { split_size_mb: size / (1 << 20) } : {}) } };
+    }
+    case 'passthru':
+      return { method: 'bdev_passthru_create', params: { base_bdev_name: s.base, name: s.name, uuid: e.uuid } };
     default: {
       const { type, name, ...keys } = s;
       return { method: 'bdev_create', params: { type, name, keys: { ...keys, uuid: e.uuid } } };

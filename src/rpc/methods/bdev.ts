@@ -17,8 +17,13 @@ const numBlocks = u64.where('a positive integer', (v) => v > 0).describe('size i
 
 /** Create through the registry; a module's validation failure is a bad parameter (-32602). */
 export async function createBdev(ctx: RpcContext, spec: BdevSpec, method?: string): Promise<BdevEntry> {
+  return (await createBdevs(ctx, spec, method))[0]!;
+}
+
+/** The same for a spec that makes several bdevs (split): all of them, in order. */
+export async function createBdevs(ctx: RpcContext, spec: BdevSpec, method?: string): Promise<BdevEntry[]> {
   try {
-    return (await ctx.bdevs.create(spec, method)).entry;
+    return (await ctx.bdevs.create(spec, method)).entries;
   } catch (e) {
     if (e instanceof ControlError) throw e;
     throw invalidParams((e as Error).message);
@@ -93,7 +98,8 @@ export function bdevInfoJson(e: BdevEntry): Record<string, unknown> {
     uuid: e.uuid,
     assigned_rate_limits: { rw_ios_per_sec: 0, rw_mbytes_per_sec: 0, r_mbytes_per_sec: 0, w_mbytes_per_sec: 0 },
     claimed: e.claims.size > 0,
-    ...(e.claims.size ? { claim_type: 'read_many_write_many', claimed_by: [...e.claims] } : {}),
+    ...(e.claims.size ? { claim_type: claimType(e), claimed_by: [...e.claims.keys()] } : {}),
+    ...(e.bases.length ? { base_bdevs: e.bases } : {}),
     zoned: false,
     supported_io_types: {
       read: true,
@@ -119,6 +125,13 @@ export function bdevInfoJson(e: BdevEntry): Record<string, unknown> {
     },
     driver_specific: { ...d.driverSpecific, ...spdkDriverSpecific(e) },
   };
+}
+
+/** SPDK's name for how the bdev is held: a layer holds it alone for writing. */
+function claimType(e: BdevEntry): string {
+  const kinds = [...e.claims.values()].map((c) => c.kind);
+  if (kinds.includes('exclusive')) return 'exclusive_write';
+  return kinds.includes('write') ? 'read_many_write_many' : 'read_many_write_none';
 }
 
 /** What SPDK's aio and uring modules show, for file bdevs made through their methods. */

@@ -8,7 +8,7 @@ import { invalidParams } from '../errors.js';
 import { method, type Method } from '../method.js';
 import { bool, nonEmpty } from '../schema.js';
 import { reactorSchema } from '../../config/saved.js';
-import { bdevConfigEntry } from './bdev-config.js';
+import { bdevConfigEntries } from './bdev-config.js';
 import { rbdClusterConfig } from './bdev-rbd.js';
 import type { RpcContext } from './context.js';
 import { controllerParams } from './vhost.js';
@@ -39,7 +39,7 @@ export function subsystemConfig(ctx: RpcContext, name: string): ConfigEntry[] {
     case 'reactor':
       return [{ method: 'framework_set_reactors', params: reactorParams(ctx) }];
     case 'bdev':
-      return [...rbdClusterConfig(ctx), ...ctx.bdevs.list().map(bdevConfigEntry), { method: 'bdev_wait_for_examine', params: {} }];
+      return [...rbdClusterConfig(ctx), ...bdevConfigEntries(ctx.bdevs.list()), { method: 'bdev_wait_for_examine', params: {} }];
     case 'vhost_blk':
       return ctx.exports
         .list('vhost-user')

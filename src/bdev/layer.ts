@@ -1,0 +1,114 @@
+// What layered bdevs share: a channel that forwards each I/O to one base,
+// shifted by a fixed offset and bounded to a window of the base (passthru: the
+// whole base; split: one part), and the description of a bdev built on one.
+//
+// Each forwarded I/O travels as a child BdevIo from the channel's own pool:
+// the parent belongs to its owner (a virtio queue) and must not be rewritten
+// under it. The pool grows to the deepest queue it has seen and is then reused,
+// so nothing is allocated per I/O. The child's completion runs from the base
+// channel's poll() in the reactor's pass, where it completes the parent: so a
+// parent never completes inside submit().
+import { type BdevDesc, BdevIo, type Channel, type ChannelContext, IoOp } from './types.js';
+
+const EINVAL = -22;
+
+export class ForwardChannel implements Channel {
+  readonly notifyFd = -1;
+  readonly copiesLater: boolean;
+  private readonly free: BdevIo[] = [];
+  private inFlight = 0;
+  private closed = false;
+  private readonly childDone = (child: BdevIo): void => {
+    const parent = child.ctx as BdevIo;
+    parent.status = child.status;
+    child.ctx = undefined;
+    this.free.push(child);
+    this.inFlight--;
+    parent.done(parent);
+  };
+
+  constructor(
+    private readonly base: Channel,
+    private readonly baseDesc: BdevDesc,
+    private readonly ctx: ChannelContext,
+    /** where this bdev's byte 0 is on the base */
+    private readonly shiftBytes: number,
+    /** this bdev's size: I/O past it is refused, never sent to the base */
+    private readonly sizeBytes: number,
+  ) {
+    this.copiesLater = base.copiesLater === true;
+  }
+
+  submit(io: BdevIo): number {
+    if (io.op !== IoOp.FLUSH && (io.offsetBytes < 0 || io.offsetBytes + io.lenBytes > this.sizeBytes)) return EINVAL;
+    const child = this.free.pop() ?? this.grow();
+    child.op = io.op;
+    // A flush covers the whole base whatever its range; the window does not apply.
+    child.offsetBytes = io.op === IoOp.FLUSH ? io.offsetBytes : io.offsetBytes + this.shiftBytes;
+    child.lenBytes = io.lenBytes;
+    child.unmap = io.unmap;
+    const n = 2 * io.niov;
+    child.niov = io.niov;
+    const src = io.iov;
+    const dst = child.iov;
+    for (let i = 0; i < n; i++) dst[i] = src[i]!;
+    child.status = 0;
+    child.ctx = io;
+    const rc = this.base.submit(child);
+    if (rc < 0) {
+      child.ctx = undefined;
+      this.free.push(child);
+      return rc;
+    }
+    this.inFlight++;
+    return 0;
+  }
+
+  private grow(): BdevIo {
+    const child = new BdevIo();
+    child.done = this.childDone;
+    return child;
+  }
+
+  /** Completions arrive through the base's poll(), which the reactor runs. */
+  poll(): number {
+    return 0;
+  }
+
+  inflight(): number {
+    return this.inFlight;
+  }
+
+  /** The base reports what the kernel owes it (the reactor polls it as a channel of its own). */
+  kernelInflight(): number {
+    return 0;
+  }
+
+  clearNotify(): void {}
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ctx.closeBase(this.baseDesc);
+  }
+}
+
+/**
+ * The info of a bdev that is a window of `base`: it inherits what the base
+ * can do (flush, discard, read-only), where its I/O may run (singleReactor) and
+ * whether its data dies with the process (volatile).
+ */
+export function windowInfo(name: string, type: string, base: BdevDesc, sizeBytes: number): BdevDesc['info'] {
+  const b = base.info;
+  return {
+    name,
+    type,
+    blockSize: b.blockSize,
+    sizeBytes,
+    readonly: b.readonly,
+    caps: { ...b.caps },
+    maxDiscardBytes: b.maxDiscardBytes,
+    ...(b.singleReactor ? { singleReactor: true } : {}),
+    ...(b.volatile ? { volatile: true } : {}),
+  };
+}

@@ -1,0 +1,162 @@
+// Layered bdevs on the host (no guest): a file bdev split in 4 on the command
+// line, two parts exported over vhost-user and written by libblkio (qemu-io
+// from the Debian 13 userland), the bytes landing at each part's offset of the
+// file; the claims as an orchestrator meets them over JSON-RPC (SPDK's rpc.py
+// where it is installed); a passthru made over RPC on a third part, exported,
+// and brought back after a SIGKILL in the right order.
+import type { ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, readSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, test } from 'vitest';
+import { CACHE, REPO, exited, killTracked, run, runInUserland, spawnTracked } from './vm.js';
+
+const SPDK_RPC = process.env.VDX_SPDK_RPC ?? join(CACHE, 'spdk-rpc-25.05/scripts/rpc.py');
+
+const MAIN = join(REPO, 'dist/cli/main.js');
+const MiB = 1 << 20;
+const dir = mkdtempSync(join(tmpdir(), 'vdx-layers-'));
+const sock = join(dir, 'rpc.sock');
+const img = join(dir, 'disk.img');
+const PART = 8 * MiB;
+afterAll(async () => {
+  await killTracked();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+let out = '';
+async function serve(): Promise<ChildProcess> {
+  const p = spawnTracked(process.execPath, [
+    MAIN, 'serve',
+    '--bdev', `file:name=f0,path=${img},direct=off`,
+    '--bdev', 'split:base=f0,count=4',
+    '--export', `vhost-user:bdev=f0p1,socket=${join(dir, 'p1.sock')}`,
+    '--export', `vhost-user:bdev=f0p2,socket=${join(dir, 'p2.sock')}`,
+    '--rpc-socket', sock, '--vhost-socket-dir', dir, '--state-dir', join(dir, 'state'), '--log-format', 'json',
+  ]);
+  out = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`vdx did not serve within 20 s:\n${out}`)), 20_000);
+    p.stderr?.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('"msg":"serving ')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    p.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`vdx exited (${code}):\n${out}`));
+    });
+  });
+  return p;
+}
+
+/** vdx's own client; `fails` expects a refusal and returns its message. */
+async function rpc(method: string, params: Record<string, unknown> = {}, fails = false): Promise<unknown> {
+  const r = await run(process.execPath, [MAIN, 'rpc', '--rpc-socket', sock, method, JSON.stringify(params)], { timeoutMs: 20_000 });
+  if (fails) {
+    expect(r.code, r.stdout).not.toBe(0);
+    return r.stderr;
+  }
+  expect(r.code, r.stderr).toBe(0);
+  return JSON.parse(r.stdout) as unknown;
+}
+
+const qemuIo = (socket: string, ...cmds: string[]) =>
+  runInUserland(['qemu-io', ...cmds.flatMap((c) => ['-c', c]), '--image-opts', `driver=virtio-blk-vhost-user,path=${socket},cache.direct=on`]);
+
+function fileBytes(offset: number, len: number): Buffer {
+  const b = Buffer.alloc(len);
+  const fd = openSync(img, 'r');
+  try {
+    readSync(fd, b, 0, len, offset);
+  } finally {
+    closeSync(fd);
+  }
+  return b;
+}
+
+interface BdevJson {
+  name: string;
+  num_blocks: number;
+  claimed: boolean;
+  claim_type?: string;
+  claimed_by?: string[];
+  base_bdevs?: string[];
+  driver_specific: Record<string, Record<string, unknown>>;
+}
+
+describe('split and passthru', () => {
+  test('parts written by libblkio land at their offsets; claims refuse a second writer; a passthru made over RPC comes back after SIGKILL', async () => {
+    writeFileSync(img, '');
+    truncateSync(img, 4 * PART);
+    let vdx = await serve();
+
+    // Two parts at once, each its own disk to the client.
+    const [w1, w2] = await Promise.all([qemuIo(join(dir, 'p1.sock'), 'write -P 0x11 0 1M', `write -P 0x1f ${PART - 65536} 64k`), qemuIo(join(dir, 'p2.sock'), 'write -P 0x22 0 1M')]);
+    expect(w1.stdout, w1.stderr).toMatch(/wrote 1048576\/1048576 bytes at offset 0/);
+    expect(w1.stdout, w1.stderr).toMatch(new RegExp(`wrote 65536/65536 bytes at offset ${PART - 65536}`));
+    expect(w2.stdout, w2.stderr).toMatch(/wrote 1048576\/1048576 bytes at offset 0/);
+    const len = await qemuIo(join(dir, 'p1.sock'), 'length');
+    expect(len.stdout).toMatch(/^8 MiB/m);
+    // The part's last block is its own; one past it belongs to no one through this disk.
+    const past = await qemuIo(join(dir, 'p1.sock'), `read ${PART} 4k`);
+    expect(past.stdout + past.stderr).not.toMatch(/read 4096\/4096/);
+    expect(fileBytes(PART, 1 * MiB).every((b) => b === 0x11)).toBe(true);
+    expect(fileBytes(2 * PART - 65536, 65536).every((b) => b === 0x1f)).toBe(true);
+    expect(fileBytes(2 * PART, 1 * MiB).every((b) => b === 0x22)).toBe(true);
+    expect(fileBytes(0, 1 * MiB).every((b) => b === 0)).toBe(true); // part 0 untouched
+    expect(fileBytes(3 * PART, 1 * MiB).every((b) => b === 0)).toBe(true);
+    const r = await qemuIo(join(dir, 'p2.sock'), 'read -P 0x22 0 1M');
+    expect(r.stdout + r.stderr).not.toMatch(/Pattern verification failed/);
+
+    // The tree as listings show it.
+    const bdevs = (await rpc('bdev_get_bdevs')) as BdevJson[];
+    const f0 = bdevs.find((b) => b.name === 'f0')!;
+    expect(f0).toMatchObject({ claimed: true, claim_type: 'exclusive_write', claimed_by: ['split f0'] });
+    const p2 = bdevs.find((b) => b.name === 'f0p2')!;
+    expect(p2).toMatchObject({ num_blocks: PART / 512, claimed: true, claimed_by: ['vhost controller f0p2'], base_bdevs: ['f0'] });
+    expect(p2.driver_specific.split).toEqual({ base_bdev: 'f0', offset_blocks: (2 * PART) / 512 });
+
+    // What an orchestrator is told when it gets it wrong.
+    expect(await rpc('vhost_create_blk_controller', { ctrlr: 'whole', dev_name: 'f0' }, true)).toMatch(/bdev 'f0' is claimed for writing by split f0; use that, or export 'f0' with readonly=on/);
+    await rpc('vhost_create_blk_controller', { ctrlr: 'whole-ro', dev_name: 'f0', readonly: true });
+    expect(await rpc('bdev_aio_delete', { name: 'f0' }, true)).toMatch(/claimed by split f0, vhost controller whole-ro/);
+    expect(await rpc('bdev_split_delete', { base_bdev: 'f0' }, true)).toMatch(/split f0 is in use: f0p1 by vhost controller f0p1; f0p2 by vhost controller f0p2/);
+    expect(await rpc('bdev_delete', { name: 'f0p3' }, true)).toMatch(/one of the bdevs of split f0, deleted together: bdev_split_delete f0/);
+    await rpc('vhost_delete_controller', { ctrlr: 'whole-ro' });
+
+    // A passthru made at run time on the last part, exported: it survives a SIGKILL, after the split it is built on.
+    expect(await rpc('bdev_passthru_create', { base_bdev_name: 'f0p3', name: 'pt3' })).toBe('pt3');
+    await rpc('vhost_create_blk_controller', { ctrlr: 'pt3', dev_name: 'pt3' });
+    const w3 = await qemuIo(join(dir, 'pt3'), 'write -P 0x33 4k 64k');
+    expect(w3.stdout, w3.stderr).toMatch(/wrote 65536\/65536 bytes at offset 4096/);
+    expect(fileBytes(3 * PART + 4096, 65536).every((b) => b === 0x33)).toBe(true);
+    const bdevCalls = ((await rpc('framework_get_config', { name: 'bdev' })) as { method: string }[]).map((c) => c.method);
+    expect(bdevCalls).toEqual(['bdev_aio_create', 'bdev_split_create', 'bdev_passthru_create', 'bdev_wait_for_examine']);
+
+    vdx.kill('SIGKILL');
+    await exited(vdx);
+    vdx = await serve();
+    expect(out).toContain('restored what RPC calls had made before this vdx started');
+    const again = (await rpc('bdev_get_bdevs')) as BdevJson[];
+    expect(again.find((b) => b.name === 'pt3')).toMatchObject({ base_bdevs: ['f0p3'], claimed_by: ['vhost controller pt3'] });
+    const r3 = await qemuIo(join(dir, 'pt3'), 'read -P 0x33 4k 64k');
+    expect(r3.stdout + r3.stderr).not.toMatch(/Pattern verification failed/);
+    expect(r3.stdout).toMatch(/read 65536\/65536 bytes at offset 4096/);
+
+    // SPDK's own client drives the same methods, where it is installed.
+    if (existsSync(SPDK_RPC)) {
+      const py = (...a: string[]) => run('python3', [SPDK_RPC, '-s', sock, ...a], { timeoutMs: 20_000 });
+      await rpc('vhost_delete_controller', { ctrlr: 'pt3' });
+      expect((await py('bdev_passthru_delete', 'pt3')).code).toBe(0);
+      const made = await py('bdev_split_create', 'f0p3', '2');
+      expect(made.code, made.stderr).toBe(0);
+      expect(made.stdout).toMatch(/f0p3p0\s+f0p3p1/);
+      expect((await py('bdev_split_delete', 'f0p3')).code).toBe(0);
+    }
+    vdx.kill('SIGTERM');
+    expect(await exited(vdx)).toBe(0);
+  }, 180_000);
+});
