@@ -26,6 +26,11 @@ export class IoFifo {
     return io;
   }
 
+  /** The oldest without taking it. */
+  peek(): BdevIo | undefined {
+    return this.count === 0 ? undefined : this.ring[this.head];
+  }
+
   size(): number {
     return this.count;
   }

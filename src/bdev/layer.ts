@@ -13,19 +13,14 @@ import { type BdevDesc, BdevIo, type Channel, type ChannelContext, IoOp } from '
 const EINVAL = -22;
 
 export class ForwardChannel implements Channel {
-  readonly notifyFd = -1;
+  readonly notifyFd: number = -1;
   readonly copiesLater: boolean;
   private readonly free: BdevIo[] = [];
+  /** children made so far; child.slot is its index (for a subclass's per-child state) */
+  protected poolSize = 0;
   private inFlight = 0;
   private closed = false;
-  private readonly childDone = (child: BdevIo): void => {
-    const parent = child.ctx as BdevIo;
-    parent.status = child.status;
-    child.ctx = undefined;
-    this.free.push(child);
-    this.inFlight--;
-    parent.done(parent);
-  };
+  private readonly childDone = (child: BdevIo): void => this.baseDone(child);
 
   constructor(
     private readonly base: Channel,
@@ -67,7 +62,23 @@ export class ForwardChannel implements Channel {
   private grow(): BdevIo {
     const child = new BdevIo();
     child.done = this.childDone;
+    child.slot = this.poolSize++;
     return child;
+  }
+
+  /** The base finished a child; a layer that holds completions (delay) overrides this. */
+  protected baseDone(child: BdevIo): void {
+    this.finish(child);
+  }
+
+  /** Complete the child's parent with the child's status, and recycle the child. */
+  protected finish(child: BdevIo): void {
+    const parent = child.ctx as BdevIo;
+    parent.status = child.status;
+    child.ctx = undefined;
+    this.free.push(child);
+    this.inFlight--;
+    parent.done(parent);
   }
 
   /** Completions arrive through the base's poll(), which the reactor runs. */
@@ -90,6 +101,10 @@ export class ForwardChannel implements Channel {
     if (this.closed) return;
     this.closed = true;
     this.ctx.closeBase(this.baseDesc);
+  }
+
+  protected get isClosed(): boolean {
+    return this.closed;
   }
 }
 

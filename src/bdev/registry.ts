@@ -1,4 +1,5 @@
 // Every bdev type vdx knows; nothing registers itself on import.
+import { delayBdev } from './delay.js';
 import { fileBdev } from './file.js';
 import { mallocBdev } from './malloc.js';
 import { nbdBdev } from './nbd/index.js';
@@ -16,6 +17,7 @@ export const BDEV_MODULES: Readonly<Record<string, BdevModule>> = {
   rbd: rbdBdev,
   split: splitBdev,
   passthru: passthruBdev,
+  delay: delayBdev,
 };
 
 export function bdevModule(type: string): BdevModule {

@@ -112,6 +112,12 @@ export interface BdevDesc {
   params: Record<string, string | number | boolean>;
   /** a layer's base bdevs, in the order of the module's baseKeys */
   bases?: BdevDesc[];
+  /**
+   * Memory every reactor's channel on this bdev sees (it is shared, not copied,
+   * when the description is sent): settings changed at run time (delay's
+   * latencies, error injection), and counters all channels draw from.
+   */
+  shared?: SharedArrayBuffer;
 }
 
 /** A bdev type: a plain function table, listed in registry.ts (nothing registers itself). */

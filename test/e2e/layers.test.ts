@@ -7,6 +7,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { CACHE, REPO, exited, killTracked, run, runInUserland, spawnTracked } from './vm.js';
@@ -146,6 +147,28 @@ describe('split and passthru', () => {
     expect(r3.stdout + r3.stderr).not.toMatch(/Pattern verification failed/);
     expect(r3.stdout).toMatch(/read 65536\/65536 bytes at offset 4096/);
 
+    // A delay made at run time on part 0: libblkio's reads take the configured latency, until it is changed.
+    await rpc('bdev_delay_create', { base_bdev_name: 'f0p0', name: 'slow0', avg_read_latency: 50_000, p99_read_latency: 50_000, avg_write_latency: 0, p99_write_latency: 0 });
+    await rpc('vhost_create_blk_controller', { ctrlr: 'slow0', dev_name: 'slow0' });
+    const timed = async (reads: number) => {
+      const t0 = performance.now();
+      const rr = await qemuIo(join(dir, 'slow0'), ...Array.from({ length: reads }, (_, i) => `read ${i * 4096} 4k`));
+      expect(rr.stdout, rr.stderr).toMatch(/read 4096\/4096 bytes/);
+      return performance.now() - t0;
+    };
+    const fast = await timed(1);
+    const slow = await timed(11);
+    // Ten more reads, each 50 ms later than it would be: at least 0.5 s more.
+    expect(slow - fast).toBeGreaterThan(500);
+    await rpc('bdev_delay_update_latency', { delay_bdev_name: 'slow0', latency_type: 'avg_read', latency_us: 0 });
+    expect(await rpc('bdev_delay_update_latency', { delay_bdev_name: 'slow0', latency_type: 'avg_write', latency_us: 10 }, true)).toMatch(/p99-write-latency=0 is below avg-write-latency=10/);
+    const listed = ((await rpc('bdev_get_bdevs', { name: 'slow0' })) as BdevJson[])[0]!;
+    expect(listed.driver_specific.delay).toMatchObject({ base_bdev_name: 'f0p0', avg_read_latency: 0, p99_read_latency: 50_000 });
+    const again11 = await timed(11);
+    expect(again11).toBeLessThan(slow);
+    await rpc('vhost_delete_controller', { ctrlr: 'slow0' });
+    await rpc('bdev_delay_delete', { name: 'slow0' });
+
     // SPDK's own client drives the same methods, where it is installed.
     if (existsSync(SPDK_RPC)) {
       const py = (...a: string[]) => run('python3', [SPDK_RPC, '-s', sock, ...a], { timeoutMs: 20_000 });
@@ -155,6 +178,12 @@ describe('split and passthru', () => {
       expect(made.code, made.stderr).toBe(0);
       expect(made.stdout).toMatch(/f0p3p0\s+f0p3p1/);
       expect((await py('bdev_split_delete', 'f0p3')).code).toBe(0);
+      const dl = await py('bdev_delay_create', '-b', 'f0p3', '-d', 'd3', '-r', '10', '-t', '20', '-w', '30', '-n', '40');
+      expect(dl.code, dl.stderr).toBe(0);
+      expect((await py('bdev_delay_update_latency', 'd3', 'p99_write', '50')).code).toBe(0);
+      const shown = JSON.parse((await py('bdev_get_bdevs', '-b', 'd3')).stdout) as BdevJson[];
+      expect(shown[0]!.driver_specific.delay).toMatchObject({ avg_read_latency: 10, p99_read_latency: 20, avg_write_latency: 30, p99_write_latency: 50 });
+      expect((await py('bdev_delay_delete', 'd3')).code).toBe(0);
     }
     vdx.kill('SIGTERM');
     expect(await exited(vdx)).toBe(0);

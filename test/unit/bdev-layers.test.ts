@@ -3,8 +3,10 @@
 // the registry's claims on bases (who may write, what may be deleted), data
 // through a split part on a real malloc base, and save_config's one call per
 // split.
+import { performance } from 'node:perf_hooks';
 import { pino } from 'pino';
 import { describe, expect, test } from 'vitest';
+import { delayBdev, updateLatency } from '../../src/bdev/delay.js';
 import { ForwardChannel } from '../../src/bdev/layer.js';
 import { mallocBdev } from '../../src/bdev/malloc.js';
 import { splitBdev } from '../../src/bdev/split.js';
@@ -348,5 +350,117 @@ describe('data through a split part on a real malloc base', () => {
     baseChannel.close();
     n.munmap(buf.buffer, buf.addr, 64 * KiB);
     mallocBdev.destroy(baseDesc);
+  });
+});
+
+describe('delay', () => {
+  const base = desc('f0', 4 * MiB);
+  const make = (keys: Record<string, string>) => {
+    const spec = delayBdev.normalize({ name: 'd0', base: 'f0', ...keys });
+    return delayBdev.create(spec, [base]) as BdevDesc;
+  };
+
+  /** Run like a reactor: poll the base and the delay channel, sleep in epoll on the delay's fd while I/O is held. */
+  const loops = new Map<Channel, number>();
+  function reactorLoop(ch: Channel, fake: FakeChannel, until: () => boolean): void {
+    const n = loadNative();
+    let ep = loops.get(ch);
+    if (ep === undefined) {
+      ep = n.epollCreate();
+      n.epollCtl(ep, n.EPOLL_CTL_ADD, ch.notifyFd, n.EPOLLIN, 1);
+      loops.set(ch, ep);
+    }
+    const events = new Uint32Array(8);
+    while (!until()) {
+      fake.poll();
+      ch.poll();
+      if (until()) break;
+      if (ch.kernelInflight() > 0 && n.epollWait(ep, events, 1000) > 0) ch.clearNotify();
+    }
+  }
+
+  test('1000 reads at QD1 take the configured average (p99 one in 100) within 20 %, and the loop sleeps instead of spinning', () => {
+    const d = make({ 'avg-read-latency': '1000', 'p99-read-latency': '5000' });
+    const fake = new FakeChannel();
+    const ctx = context({ f0: fake });
+    const ch = delayBdev.open(d, ctx);
+    const lat: number[] = [];
+    let finished = false;
+    const r = io(IoOp.READ, 0, 4096, () => (finished = true));
+    const cpu0 = process.cpuUsage();
+    const wall0 = performance.now();
+    let refused = 0;
+    for (let i = 0; i < 1000; i++) {
+      finished = false;
+      const t0 = performance.now();
+      if (ch.submit(r) !== 0) refused++;
+      reactorLoop(ch, fake, () => finished);
+      lat.push((performance.now() - t0) * 1000);
+    }
+    expect(refused).toBe(0);
+    const cpu = process.cpuUsage(cpu0);
+    const wallUs = (performance.now() - wall0) * 1000;
+    const mean = lat.reduce((a, b) => a + b, 0) / lat.length;
+    const expected = 0.99 * 1000 + 0.01 * 5000;
+    process.stderr.write(`delay: mean ${mean.toFixed(0)} µs over 1000 reads (expected ${expected})\n`);
+    expect(mean).toBeGreaterThan(expected * 0.8);
+    expect(mean).toBeLessThan(expected * 1.2);
+    const slow = lat.filter((l) => l >= 4000).length;
+    expect(slow).toBeGreaterThanOrEqual(1);
+    expect(slow).toBeLessThanOrEqual(30);
+    expect(Math.min(...lat)).toBeGreaterThanOrEqual(1000);
+    // Asleep between timer expirations: far less CPU than wall time.
+    expect((cpu.user + cpu.system) / wallUs).toBeLessThan(0.5);
+    ch.close();
+  });
+
+  test('reads and writes each take their own latency; flush, discard and write-zeroes are not delayed; a change at run time applies to the next I/O', () => {
+    const d = make({ 'avg-read-latency': '0', 'avg-write-latency': '3000' });
+    const fake = new FakeChannel();
+    const ch = delayBdev.open(d, context({ f0: fake }));
+    const time = (op: number) => {
+      let done = false;
+      const t0 = performance.now();
+      expect(ch.submit(io(op, 0, op === IoOp.FLUSH ? 0 : 4096, () => (done = true)))).toBe(0);
+      reactorLoop(ch, fake, () => done);
+      return (performance.now() - t0) * 1000;
+    };
+    expect(time(IoOp.READ)).toBeLessThan(1500);
+    expect(time(IoOp.WRITE)).toBeGreaterThanOrEqual(3000);
+    expect(time(IoOp.FLUSH)).toBeLessThan(1500);
+    expect(time(IoOp.DISCARD)).toBeLessThan(1500);
+    expect(time(IoOp.WRITE_ZEROES)).toBeLessThan(1500);
+    expect(() => updateLatency(d, 'avg-read-latency', 2000)).toThrow(/p99-read-latency=0 is below avg-read-latency=2000/);
+    updateLatency(d, 'p99-read-latency', 2000);
+    updateLatency(d, 'avg-read-latency', 2000);
+    expect(time(IoOp.READ)).toBeGreaterThanOrEqual(2000);
+    expect(() => updateLatency(d, 'p99-write-latency', 10)).toThrow(/p99-write-latency=10 is below avg-write-latency=3000/);
+    expect(delayBdev.describe(d).driverSpecific).toEqual({ delay: { name: 'd0', base_bdev_name: 'f0', avg_read_latency: 2000, p99_read_latency: 2000, avg_write_latency: 3000, p99_write_latency: 3000 } });
+    ch.close();
+  });
+
+  test('many in flight complete in due order, each after its own latency; a base error still reaches the parent after the delay', () => {
+    const d = make({ 'avg-write-latency': '2000' });
+    const fake = new FakeChannel();
+    fake.fail[IoOp.WRITE] = -5;
+    const ch = delayBdev.open(d, context({ f0: fake }));
+    const statuses: number[] = [];
+    const t0 = performance.now();
+    for (let k = 0; k < 64; k++) expect(ch.submit(io(IoOp.WRITE, k * 4096, 4096, (x) => statuses.push(x.status)))).toBe(0);
+    expect(ch.inflight()).toBe(64);
+    reactorLoop(ch, fake, () => statuses.length === 64);
+    expect((performance.now() - t0) * 1000).toBeGreaterThanOrEqual(2000);
+    expect(new Set(statuses)).toEqual(new Set([-5]));
+    expect(ch.kernelInflight()).toBe(0);
+    ch.close();
+  });
+
+  test('specs: p99 defaults to the average and may not be below it; latencies are bounded', () => {
+    expect(delayBdev.normalize({ name: 'd', base: 'b', 'avg-read-latency': '100' })).toEqual({
+      name: 'd', base: 'b', 'avg-read-latency': '100', 'p99-read-latency': '100', 'avg-write-latency': '0', 'p99-write-latency': '0',
+    });
+    expect(() => delayBdev.normalize({ name: 'd', base: 'b', 'avg-read-latency': '100', 'p99-read-latency': '50' })).toThrow(/p99-read-latency=50 is below avg-read-latency=100/);
+    expect(() => delayBdev.normalize({ name: 'd', base: 'b', 'avg-write-latency': '-1' })).toThrow(/must be a whole number of µs/);
+    expect(() => delayBdev.normalize({ name: 'd', base: 'b', 'avg-write-latency': '600000001' })).toThrow(/0\.\.600000000/);
   });
 });

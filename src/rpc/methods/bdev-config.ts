@@ -68,6 +68,15 @@ export function bdevConfigEntry(e: BdevEntry): ConfigEntry {
       if (size % (1 << 20) !== 0) return { method: 'bdev_create', params: { type: 'split', name: s.name, keys: { base: s.base, count: s.count, size: s.size } } };
       return { method: 'bdev_split_create', params: { base_bdev: s.base, split_count: Number(s.count), ...(size ? { split_size_mb: size / (1 << 20) } : {}) } };
     }
+    case 'delay':
+      return {
+        method: 'bdev_delay_create',
+        params: {
+          base_bdev_name: s.base, name: s.name, uuid: e.uuid,
+          avg_read_latency: Number(s['avg-read-latency']), p99_read_latency: Number(s['p99-read-latency']),
+          avg_write_latency: Number(s['avg-write-latency']), p99_write_latency: Number(s['p99-write-latency']),
+        },
+      };
     case 'passthru':
       return { method: 'bdev_passthru_create', params: { base_bdev_name: s.base, name: s.name, uuid: e.uuid } };
     default: {

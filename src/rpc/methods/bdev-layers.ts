@@ -2,12 +2,16 @@
 // (module/bdev/split/vbdev_split_rpc.c, module/bdev/passthru/vbdev_passthru_rpc.c).
 import type { BdevSpec } from '../../control/bdevs.js';
 import { MAX_SPLIT_PARTS } from '../../bdev/split.js';
+import { DELAY_KEYS, MAX_DELAY_US, updateLatency, type DelayKey } from '../../bdev/delay.js';
+import { ControlError } from '../../control/errors.js';
+import { invalidParams } from '../errors.js';
 import { method, type Method } from '../method.js';
-import { int, nonEmpty, str, u64 } from '../schema.js';
+import { int, nonEmpty, oneOf, str, u64 } from '../schema.js';
 import { createBdev, createBdevs } from './bdev.js';
 import type { RpcContext } from './context.js';
 
 const MiB = 1 << 20;
+const latencyUs = int(0, MAX_DELAY_US);
 
 export const layerMethods: Record<string, Method<RpcContext>> = {
   bdev_split_create: method(
@@ -37,6 +41,54 @@ export const layerMethods: Record<string, Method<RpcContext>> = {
       return (await createBdev(ctx, spec, 'bdev_passthru_create')).desc.info.name;
     },
   ),
+  bdev_delay_create: method(
+    'create a delay bdev on a base: reads and writes complete the given µs after the base completed them (p99: one in 100)',
+    {
+      base_bdev_name: nonEmpty.describe('the base bdev'),
+      name: nonEmpty.describe('name of the delay bdev'),
+      avg_read_latency: latencyUs.describe('µs added to reads'),
+      p99_read_latency: latencyUs.describe('µs added to one read in 100'),
+      avg_write_latency: latencyUs.describe('µs added to writes'),
+      p99_write_latency: latencyUs.describe('µs added to one write in 100'),
+      uuid: str.optional(),
+    },
+    async (p, ctx) => {
+      const spec: BdevSpec = {
+        type: 'delay', name: p.name, base: p.base_bdev_name,
+        'avg-read-latency': String(p.avg_read_latency), 'p99-read-latency': String(p.p99_read_latency),
+        'avg-write-latency': String(p.avg_write_latency), 'p99-write-latency': String(p.p99_write_latency),
+      };
+      if (p.uuid !== undefined) spec.uuid = p.uuid;
+      return (await createBdev(ctx, spec, 'bdev_delay_create')).desc.info.name;
+    },
+  ),
+  bdev_delay_delete: method('delete a delay bdev', { name: nonEmpty.describe('name of the delay bdev') }, async (p, ctx) => {
+    await ctx.bdevs.delete(p.name, 'delay');
+    return true;
+  }),
+  bdev_delay_update_latency: method(
+    'change one latency of a delay bdev at run time',
+    {
+      delay_bdev_name: nonEmpty.describe('the delay bdev'),
+      latency_type: oneOf('avg_read', 'p99_read', 'avg_write', 'p99_write'),
+      latency_us: latencyUs.describe('the new latency in µs'),
+    },
+    (p, ctx) => {
+      const e = ctx.bdevs.get(p.delay_bdev_name);
+      if (e.spec.type !== 'delay') throw new ControlError(-22, `bdev '${p.delay_bdev_name}' is a ${e.spec.type} bdev, not a delay bdev`);
+      const [which, rw] = p.latency_type.split('_') as [string, string];
+      const key = `${which}-${rw}-latency` as DelayKey;
+      if (!DELAY_KEYS.includes(key)) throw invalidParams(`latency_type=${p.latency_type}`);
+      try {
+        updateLatency(e.desc, key, p.latency_us);
+      } catch (err) {
+        throw invalidParams((err as Error).message);
+      }
+      e.spec[key] = String(p.latency_us);
+      return true;
+    },
+  ),
+
   bdev_passthru_delete: method('delete a passthru bdev', { name: nonEmpty.describe('name of the passthru bdev') }, async (p, ctx) => {
     await ctx.bdevs.delete(p.name, 'passthru');
     return true;
