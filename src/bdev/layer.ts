@@ -20,6 +20,8 @@ export class ForwardChannel implements Channel {
   protected poolSize = 0;
   private inFlight = 0;
   private closed = false;
+  /** the child the last successful submit sent (a subclass may mark it) */
+  protected lastChild: BdevIo | undefined;
   private readonly childDone = (child: BdevIo): void => this.baseDone(child);
 
   constructor(
@@ -56,6 +58,7 @@ export class ForwardChannel implements Channel {
       return rc;
     }
     this.inFlight++;
+    this.lastChild = child;
     return 0;
   }
 

@@ -1,5 +1,6 @@
 // Every bdev type vdx knows; nothing registers itself on import.
 import { delayBdev } from './delay.js';
+import { errorBdev } from './error.js';
 import { fileBdev } from './file.js';
 import { mallocBdev } from './malloc.js';
 import { nbdBdev } from './nbd/index.js';
@@ -18,6 +19,7 @@ export const BDEV_MODULES: Readonly<Record<string, BdevModule>> = {
   split: splitBdev,
   passthru: passthruBdev,
   delay: delayBdev,
+  error: errorBdev,
 };
 
 export function bdevModule(type: string): BdevModule {

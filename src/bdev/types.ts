@@ -64,6 +64,12 @@ export interface Channel {
   readonly notifyFd: number;
   /** Drain notifyFd after a wake-up. */
   clearNotify(): void;
+  /**
+   * Optional: the main thread changed the bdev's shared settings (desc.shared)
+   * and asks this channel to act on them now (e.g. release I/O it holds); the
+   * reactor calls it from its loop.
+   */
+  settingsChanged?(): void;
   close(): void;
 }
 

@@ -54,6 +54,7 @@ export type ReactorRequest =
   | { op: 'stopQueue'; id: string }
   | { op: 'queueState'; id: string }
   | { op: 'setSize'; bdev: string; sizeBytes: number }
+  | { op: 'settingsChanged'; bdev: string }
   | { op: 'stats' }
   | { op: 'shutdown' };
 

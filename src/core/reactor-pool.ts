@@ -120,6 +120,11 @@ export class ReactorHandle extends EventEmitter<ReactorEvents> implements QueueH
     await this.request({ op: 'setSize', bdev, sizeBytes });
   }
 
+  /** The main thread changed the bdev's shared settings: its channel here acts on them now. */
+  async settingsChanged(bdev: string): Promise<void> {
+    await this.request({ op: 'settingsChanged', bdev });
+  }
+
   stats(): Promise<ReactorStats> {
     return this.request({ op: 'stats' }) as Promise<ReactorStats>;
   }

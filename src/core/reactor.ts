@@ -303,6 +303,11 @@ export class Reactor {
         this.source.reply({ seq, ok: true });
         return;
       }
+      case 'settingsChanged': {
+        this.channels.get(req.bdev)?.channel.settingsChanged?.();
+        this.source.reply({ seq, ok: true });
+        return;
+      }
       case 'stats': {
         let completed = this.retired.completed;
         let failed = this.retired.failed;

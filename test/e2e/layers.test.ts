@@ -157,17 +157,38 @@ describe('split and passthru', () => {
       return performance.now() - t0;
     };
     const fast = await timed(1);
-    const slow = await timed(11);
-    // Ten more reads, each 50 ms later than it would be: at least 0.5 s more.
-    expect(slow - fast).toBeGreaterThan(500);
+    const slow = await timed(21);
+    // Twenty more reads, each held 50 ms: 1 s more (less a margin for qemu-io's own start-up varying).
+    expect(slow - fast).toBeGreaterThan(800);
     await rpc('bdev_delay_update_latency', { delay_bdev_name: 'slow0', latency_type: 'avg_read', latency_us: 0 });
     expect(await rpc('bdev_delay_update_latency', { delay_bdev_name: 'slow0', latency_type: 'avg_write', latency_us: 10 }, true)).toMatch(/p99-write-latency=0 is below avg-write-latency=10/);
     const listed = ((await rpc('bdev_get_bdevs', { name: 'slow0' })) as BdevJson[])[0]!;
     expect(listed.driver_specific.delay).toMatchObject({ base_bdev_name: 'f0p0', avg_read_latency: 0, p99_read_latency: 50_000 });
-    const again11 = await timed(11);
-    expect(again11).toBeLessThan(slow);
+    const undelayed = await timed(21);
+    expect(undelayed).toBeLessThan(slow - 500);
     await rpc('vhost_delete_controller', { ctrlr: 'slow0' });
     await rpc('bdev_delay_delete', { name: 'slow0' });
+
+    // An error bdev on part 0: the injected read fails for libblkio, the next one passes; a held
+    // write completes once the injection is cleared.
+    expect(await rpc('bdev_error_create', { base_name: 'f0p0' })).toBe('EE_f0p0');
+    await rpc('vhost_create_blk_controller', { ctrlr: 'ee0', dev_name: 'EE_f0p0' });
+    await rpc('bdev_error_inject_error', { name: 'EE_f0p0', io_type: 'read', error_type: 'failure', num: 1 });
+    const failed = await qemuIo(join(dir, 'ee0'), 'read 0 4k');
+    expect(failed.stdout + failed.stderr).toMatch(/read failed: Input\/output error/);
+    const passed = await qemuIo(join(dir, 'ee0'), 'read 0 4k');
+    expect(passed.stdout, passed.stderr).toMatch(/read 4096\/4096 bytes at offset 0/);
+    await rpc('bdev_error_inject_error', { name: 'EE_f0p0', io_type: 'write', error_type: 'pending', num: 1 });
+    const stuck = qemuIo(join(dir, 'ee0'), 'write -P 0x44 0 4k');
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(fileBytes(0, 4096).every((b) => b === 0)).toBe(true); // held: not written yet
+    await rpc('bdev_error_inject_error', { name: 'EE_f0p0', io_type: 'clear' });
+    const released = await stuck;
+    expect(released.stdout, released.stderr).toMatch(/wrote 4096\/4096 bytes at offset 0/);
+    expect(fileBytes(0, 4096).every((b) => b === 0x44)).toBe(true);
+    expect(await rpc('bdev_error_inject_error', { name: 'EE_f0p0', io_type: 'write', error_type: 'corrupt_data', corrupt_value: 1 }, true)).toMatch(/corrupt_data applies to reads here/);
+    await rpc('vhost_delete_controller', { ctrlr: 'ee0' });
+    await rpc('bdev_error_delete', { name: 'EE_f0p0' });
 
     // SPDK's own client drives the same methods, where it is installed.
     if (existsSync(SPDK_RPC)) {
@@ -184,6 +205,12 @@ describe('split and passthru', () => {
       const shown = JSON.parse((await py('bdev_get_bdevs', '-b', 'd3')).stdout) as BdevJson[];
       expect(shown[0]!.driver_specific.delay).toMatchObject({ avg_read_latency: 10, p99_read_latency: 20, avg_write_latency: 30, p99_write_latency: 50 });
       expect((await py('bdev_delay_delete', 'd3')).code).toBe(0);
+      expect((await py('bdev_error_create', 'f0p3')).code).toBe(0);
+      const ij = await py('bdev_error_inject_error', 'EE_f0p3', 'read', 'failure', '-n', '5');
+      expect(ij.code, ij.stderr).toBe(0);
+      const ee = JSON.parse((await py('bdev_get_bdevs', '-b', 'EE_f0p3')).stdout) as BdevJson[];
+      expect(ee[0]!.driver_specific.error).toEqual({ base_bdev: 'f0p3', injected: { read: { error_type: 'failure', remaining: 5 } } });
+      expect((await py('bdev_error_delete', 'EE_f0p3')).code).toBe(0);
     }
     vdx.kill('SIGTERM');
     expect(await exited(vdx)).toBe(0);

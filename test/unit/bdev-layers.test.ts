@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import { pino } from 'pino';
 import { describe, expect, test } from 'vitest';
 import { delayBdev, updateLatency } from '../../src/bdev/delay.js';
+import { errorBdev, inject, type Injection } from '../../src/bdev/error.js';
 import { ForwardChannel } from '../../src/bdev/layer.js';
 import { mallocBdev } from '../../src/bdev/malloc.js';
 import { splitBdev } from '../../src/bdev/split.js';
@@ -462,5 +463,109 @@ describe('delay', () => {
     expect(() => delayBdev.normalize({ name: 'd', base: 'b', 'avg-read-latency': '100', 'p99-read-latency': '50' })).toThrow(/p99-read-latency=50 is below avg-read-latency=100/);
     expect(() => delayBdev.normalize({ name: 'd', base: 'b', 'avg-write-latency': '-1' })).toThrow(/must be a whole number of µs/);
     expect(() => delayBdev.normalize({ name: 'd', base: 'b', 'avg-write-latency': '600000001' })).toThrow(/0\.\.600000000/);
+  });
+});
+
+describe('error', () => {
+  const base = desc('f0', 4 * MiB);
+  const make = () => errorBdev.create(errorBdev.normalize({ name: 'EE_f0', base: 'f0' }), [base]) as BdevDesc;
+  const inj = (d: BdevDesc, ioType: string, errorType: Injection['errorType'], num = 1, corruptOffset = 0, corruptValue = 0) =>
+    inject(d, { ioType, errorType, num, corruptOffset, corruptValue });
+
+  test('failure: the next N I/Os of that type fail with EIO (from poll, not inside submit), the others pass; counted across channels', () => {
+    const d = make();
+    const fake = new FakeChannel();
+    const ctx = context({ f0: fake });
+    const a = errorBdev.open(d, ctx);
+    const b = errorBdev.open(d, ctx); // a second reactor's channel on the same bdev
+    inj(d, 'write', 'failure', 3);
+    const got: number[] = [];
+    for (const ch of [a, b, a, b, a]) expect(ch.submit(io(IoOp.WRITE, 0, 512, (x) => got.push(x.status)))).toBe(0);
+    expect(ch_submitRead(a, got)).toBe(0);
+    expect(got).toEqual([]);
+    a.poll();
+    b.poll();
+    fake.poll();
+    expect(got.sort()).toEqual([-5, -5, -5, 0, 0, 0].sort());
+    expect(fake.submitted.map((s) => s.op)).toEqual([IoOp.WRITE, IoOp.WRITE, IoOp.READ]);
+    expect(errorBdev.describe(d).driverSpecific).toEqual({ error: { base_bdev: 'f0', injected: {} } });
+  });
+
+  function ch_submitRead(ch: Channel, got: number[]): number {
+    return ch.submit(io(IoOp.READ, 0, 512, (x) => got.push(x.status)));
+  }
+
+  test('until cleared (num 0) on every type; clear ends it', () => {
+    const d = make();
+    const fake = new FakeChannel();
+    const ch = errorBdev.open(d, context({ f0: fake }));
+    inj(d, 'all', 'failure', 0);
+    expect(errorBdev.describe(d).driverSpecific).toMatchObject({ error: { injected: { read: { error_type: 'failure', remaining: 'until cleared' }, flush: { error_type: 'failure' } } } });
+    const got: number[] = [];
+    for (const op of [IoOp.READ, IoOp.WRITE, IoOp.FLUSH, IoOp.DISCARD, IoOp.WRITE_ZEROES]) ch.submit(io(op, 0, op === IoOp.FLUSH ? 0 : 512, (x) => got.push(x.status)));
+    ch.poll();
+    expect(got).toEqual([-5, -5, -5, -5, -5]);
+    inj(d, 'clear', 'clear');
+    ch.submit(io(IoOp.READ, 0, 512, (x) => got.push(x.status)));
+    fake.poll();
+    expect(got.at(-1)).toBe(0);
+  });
+
+  test('pending: held (in flight, never completed) until cleared, then sent to the base', () => {
+    const d = make();
+    const fake = new FakeChannel();
+    const ch = errorBdev.open(d, context({ f0: fake }));
+    inj(d, 'read', 'pending', 2);
+    const got: number[] = [];
+    for (let k = 0; k < 3; k++) ch.submit(io(IoOp.READ, k * 512, 512, (x) => got.push(x.offsetBytes)));
+    ch.poll();
+    fake.poll();
+    expect(got).toEqual([1024]); // the third was not injected
+    expect(ch.inflight()).toBe(2);
+    ch.settingsChanged!(); // nothing cleared yet: still held
+    expect(ch.inflight()).toBe(2);
+    inj(d, 'clear', 'clear');
+    ch.settingsChanged!();
+    fake.poll();
+    expect(got).toEqual([1024, 0, 512]);
+    expect(ch.inflight()).toBe(0);
+  });
+
+  test('corrupt_data on reads: one byte XORed where asked, in the right segment; the base keeps its data; writes refused', () => {
+    const n = loadNative();
+    const m = mallocBdev.create(mallocBdev.normalize({ name: 'm0', size: String(MiB) }), []) as BdevDesc;
+    const d = errorBdev.create(errorBdev.normalize({ name: 'EE_m0', base: 'm0' }), [m]) as BdevDesc;
+    const mc = mallocBdev.open(m, context({}));
+    const ch = errorBdev.open(d, context({ m0: mc }));
+    const buf = n.mmap(-1, 0, 64 * KiB, n.PROT_READ | n.PROT_WRITE, n.MAP_SHARED | n.MAP_ANONYMOUS);
+    const bytes = new Uint8Array(buf.buffer!);
+    bytes.fill(0x40, 0, 8192);
+    const w = io(IoOp.WRITE, 0, 8192);
+    w.iov[0] = buf.addr;
+    ch.submit(w);
+    mc.poll();
+    inj(d, 'read', 'corrupt_data', 1, 4096 + 7, 0x0f);
+    for (let round = 0; round < 2; round++) {
+      const r = io(IoOp.READ, 0, 8192);
+      r.niov = 2; // two segments: the offset lands in the second
+      r.iov.set([buf.addr + 16384, 4096, buf.addr + 32768, 4096]);
+      bytes.fill(0, 16384, 65536);
+      ch.submit(r);
+      mc.poll();
+      const second = bytes.subarray(32768, 32768 + 4096);
+      if (round === 0) {
+        expect(second[7]).toBe(0x40 ^ 0x0f);
+        expect([...second].filter((b) => b !== 0x40).length).toBe(1);
+      } else {
+        expect(second.every((b) => b === 0x40)).toBe(true); // only one I/O was injected; the store was never changed
+      }
+      expect(bytes.subarray(16384, 16384 + 4096).every((b) => b === 0x40)).toBe(true);
+    }
+    expect(() => inj(d, 'write', 'corrupt_data', 1, 0, 1)).toThrow(/corrupt_data applies to reads here/);
+    expect(() => inj(d, 'bogus', 'failure')).toThrow(/io_type=bogus is not one of read, write, flush, unmap, write_zeroes, all, clear/);
+    ch.close();
+    mc.close();
+    n.munmap(buf.buffer, buf.addr, 64 * KiB);
+    mallocBdev.destroy(m);
   });
 });

@@ -77,6 +77,10 @@ export function bdevConfigEntry(e: BdevEntry): ConfigEntry {
           avg_write_latency: Number(s['avg-write-latency']), p99_write_latency: Number(s['p99-write-latency']),
         },
       };
+    case 'error':
+      // Injections are run-time state, not configuration (SPDK saves none either).
+      if (s.name === `EE_${s.base}`) return { method: 'bdev_error_create', params: { base_name: s.base, uuid: e.uuid } };
+      return { method: 'bdev_create', params: { type: 'error', name: s.name, keys: { base: s.base, uuid: e.uuid } } };
     case 'passthru':
       return { method: 'bdev_passthru_create', params: { base_bdev_name: s.base, name: s.name, uuid: e.uuid } };
     default: {

@@ -2,11 +2,12 @@
 // (module/bdev/split/vbdev_split_rpc.c, module/bdev/passthru/vbdev_passthru_rpc.c).
 import type { BdevSpec } from '../../control/bdevs.js';
 import { MAX_SPLIT_PARTS } from '../../bdev/split.js';
+import { ERROR_TYPES, IO_TYPES, inject } from '../../bdev/error.js';
 import { DELAY_KEYS, MAX_DELAY_US, updateLatency, type DelayKey } from '../../bdev/delay.js';
 import { ControlError } from '../../control/errors.js';
 import { invalidParams } from '../errors.js';
 import { method, type Method } from '../method.js';
-import { int, nonEmpty, oneOf, str, u64 } from '../schema.js';
+import { int, nonEmpty, oneOf, str, u32, u64 } from '../schema.js';
 import { createBdev, createBdevs } from './bdev.js';
 import type { RpcContext } from './context.js';
 
@@ -85,6 +86,47 @@ export const layerMethods: Record<string, Method<RpcContext>> = {
         throw invalidParams((err as Error).message);
       }
       e.spec[key] = String(p.latency_us);
+      return true;
+    },
+  ),
+
+  bdev_error_create: method(
+    'create an error bdev EE_<base_name> on a base: it forwards I/O, and fails, corrupts or holds what bdev_error_inject_error says',
+    { base_name: nonEmpty.describe('the base bdev'), uuid: str.optional() },
+    async (p, ctx) => {
+      const spec: BdevSpec = { type: 'error', name: `EE_${p.base_name}`, base: p.base_name };
+      if (p.uuid !== undefined) spec.uuid = p.uuid;
+      return (await createBdev(ctx, spec, 'bdev_error_create')).desc.info.name;
+    },
+  ),
+  bdev_error_delete: method('delete an error bdev', { name: nonEmpty.describe('name of the error bdev') }, async (p, ctx) => {
+    await ctx.bdevs.delete(p.name, 'error');
+    return true;
+  }),
+  bdev_error_inject_error: method(
+    'fail (failure), hold (pending, until cleared) or corrupt (corrupt_data, reads) the next num I/Os of io_type on an error bdev; io_type clear ends every injection and lets held I/O go on',
+    {
+      name: nonEmpty.describe('the error bdev'),
+      io_type: oneOf(...(Object.keys(IO_TYPES) as [string, ...string[]]), 'clear').describe('read, write, flush, unmap, write_zeroes, all, or clear'),
+      error_type: oneOf(...(Object.keys(ERROR_TYPES) as [string, ...string[]])).optional().describe('failure, pending or corrupt_data (default failure)'),
+      num: u32.optional().describe('how many I/Os (default 1; 0: until cleared)'),
+      queue_depth: u32.optional(),
+      corrupt_offset: u32.optional().describe('byte of the read data to change (corrupt_data)'),
+      corrupt_value: int(1, 255).optional().describe('what the byte is XORed with (corrupt_data)'),
+    },
+    async (p, ctx) => {
+      const e = ctx.bdevs.get(p.name);
+      if (e.spec.type !== 'error') throw new ControlError(-22, `bdev '${p.name}' is a ${e.spec.type} bdev, not an error bdev`);
+      if (p.queue_depth) throw invalidParams('queue_depth: vdx injects by count (num), not by queue depth; leave it out');
+      const errorType = (p.error_type ?? 'failure') as keyof typeof ERROR_TYPES;
+      if (errorType === 'corrupt_data' && p.io_type !== 'clear' && !p.corrupt_value) throw invalidParams('corrupt_data needs corrupt_value (1..255, XORed into the byte at corrupt_offset)');
+      try {
+        inject(e.desc, { ioType: p.io_type, errorType, num: p.num ?? 1, corruptOffset: p.corrupt_offset ?? 0, corruptValue: p.corrupt_value ?? 0 });
+      } catch (err) {
+        throw invalidParams((err as Error).message);
+      }
+      // Held I/O is released on the reactors that hold it.
+      if (p.io_type === 'clear') await Promise.all(ctx.pool.reactors.map((r) => r.settingsChanged(p.name)));
       return true;
     },
   ),
