@@ -2,8 +2,8 @@
 // vdx command line. Bad arguments end with one line saying what is wrong and
 // what would be right, and exit code 2.
 import { Command, InvalidArgumentError } from 'commander';
-import { bdevFromSpec, type DaemonConfig, EXPORT_KEYS, exportFromSpec, loadConfigFile, parseCpumask, validateConfig } from '../config/config.js';
-import { BDEV_MODULES } from '../bdev/registry.js';
+import { bdevFromSpec, configModules, type DaemonConfig, EXPORT_KEYS, exportFromSpec, loadConfigFile, parseCpumask, validateConfig } from '../config/config.js';
+import { BDEV_MODULES, loadBdevModule, resolveModulePath } from '../bdev/registry.js';
 import { ConfigError, DEFAULT_RPC_SOCKET, DEFAULT_STATE_DIR, DEFAULT_VHOST_SOCKET_DIR } from '../daemon-options.js';
 import { ReactorPool } from '../core/reactor-pool.js';
 import { rpcCall } from '../rpc/client.js';
@@ -43,6 +43,33 @@ function positiveInt(name: string, max: number) {
   };
 }
 
+/**
+ * User bdev modules named by `serve --bdev-module PATH` (and a --config file's
+ * "modules"), as absolute paths. They load before the command line is parsed,
+ * so that --bdev knows their types.
+ */
+function bdevModulePaths(argv: string[]): string[] {
+  if (argv[2] !== 'serve') return [];
+  const paths: string[] = [];
+  const value = (i: number, flag: string) => (argv[i] === flag ? argv[i + 1] : argv[i]!.startsWith(`${flag}=`) ? argv[i]!.slice(flag.length + 1) : undefined);
+  for (let i = 3; i < argv.length; i++) {
+    const m = value(i, '--bdev-module');
+    if (m) paths.push(resolveModulePath(m));
+    const c = value(i, '--config');
+    if (c) paths.push(...configModules(c));
+  }
+  return [...new Set(paths)];
+}
+
+let bdevModules: string[] = [];
+try {
+  bdevModules = bdevModulePaths(process.argv);
+  for (const path of bdevModules) await loadBdevModule(path);
+} catch (e) {
+  process.stderr.write(`vdx serve: ${(e as Error).message}\n`);
+  process.exit(2);
+}
+
 const program = new Command();
 program
   .name('vdx')
@@ -62,6 +89,7 @@ program
     `Create bdevs and export them until SIGINT/SIGTERM. With no --bdev, --export or --config, serves a 1 GiB malloc bdev over vhost-user at ${DEFAULT_SOCKET}.`,
   )
   .option('--bdev <spec>', 'a bdev, TYPE:key=value,... (repeatable)', collect(bdevFromSpec), [])
+  .option('--bdev-module <path>', 'an ES module whose default export is a bdev module (or an array of them): its types work like the built-in ones (repeatable; README: Writing a bdev module)', collect(String), [])
   .option('--export <spec>', 'an export, TYPE:key=value,... (repeatable)', collect(exportFromSpec), [])
   .option('--config <file>', 'a saved configuration (vdx config save, rpc.py save_config), or JSON with "bdevs", "exports", "reactors", "idleSpinUs"; merged with the options')
   .option('--reactors <n>', 'reactor threads (default 1, or one per CPU of --cpumask)', positiveInt('--reactors', 64))
@@ -132,7 +160,7 @@ program
     const native = loadNative();
     // The reactors start first and load their modules while this thread loads
     // the daemon's: a restart serves again that much sooner.
-    const pool = new ReactorPool(native, cfg.reactors, cfg.idleSpinUs, cfg.cpus);
+    const pool = new ReactorPool(native, cfg.reactors, cfg.idleSpinUs, cfg.cpus, bdevModules);
     const { Daemon } = await import('../daemon.js');
     const daemon = new Daemon(native, cfg, log, { rpcSocket: rpc, vhostSocketDir: o.vhostSocketDir ?? DEFAULT_VHOST_SOCKET_DIR, metrics: o.metrics, stateDir: o.stateDir, pool });
     try {

@@ -1,7 +1,8 @@
 // vdx configuration: bdevs and exports, from `type:key=value,...` specs (the form
 // QEMU users know) or a JSON file. Errors name the bad key and what would be right.
 import { readFileSync } from 'node:fs';
-import { BDEV_MODULES, bdevModule } from '../bdev/registry.js';
+import { dirname, resolve as resolvePath } from 'node:path';
+import { BDEV_MODULES, bdevModule, resolveModulePath } from '../bdev/registry.js';
 import { checkKeys, parseBool } from '../bdev/spec.js';
 import { isSavedConfig, savedReactors, type SavedConfig } from './saved.js';
 import { cpumaskHex, parseCpumask } from './cpumask.js';
@@ -211,6 +212,24 @@ export function exportFromSpec(spec: string): ExportConfig {
 }
 
 /** JSON config: {"reactors": 1, "bdevs": [{"type": "malloc", "name": "m0", "size": "1G"}], "exports": [{"type": "vhost-user", "bdev": "m0", "socket": "/run/vdx/m0.sock"}]} */
+/**
+ * The user bdev modules a JSON config names ("modules": ["./my-bdev.js"],
+ * relative to the file), to load before its bdevs are read; none for a saved
+ * configuration (SPDK's format has no such list).
+ */
+export function configModules(path: string): string[] {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch {
+    return []; // loadConfigFile says what is wrong with it
+  }
+  if (typeof raw !== 'object' || raw === null || !('modules' in raw)) return [];
+  const m = (raw as { modules: unknown }).modules;
+  if (!Array.isArray(m) || !m.every((x) => typeof x === 'string' && x !== '')) throw new Error(`--config ${path}: modules must be an array of paths, e.g. ["./my-bdev.js"]`);
+  return m.map((x: string) => resolveModulePath(x, dirname(resolvePath(path))));
+}
+
 export function loadConfigFile(path: string): Partial<DaemonConfig> {
   let raw: unknown;
   try {
@@ -225,7 +244,7 @@ export function loadConfigFile(path: string): Partial<DaemonConfig> {
   }
   const o = raw as Record<string, unknown>;
   for (const k of Object.keys(o)) {
-    if (!['reactors', 'cpumask', 'idleSpinUs', 'bdevs', 'exports'].includes(k)) throw new Error(`--config ${path}: unknown key '${k}'; known keys: reactors, cpumask, idleSpinUs, bdevs, exports`);
+    if (!['modules', 'reactors', 'cpumask', 'idleSpinUs', 'bdevs', 'exports'].includes(k)) throw new Error(`--config ${path}: unknown key '${k}'; known keys: modules, reactors, cpumask, idleSpinUs, bdevs, exports`);
   }
   const strs = (what: string, v: unknown): Record<string, string> => {
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`--config ${path}: each of ${what} must be an object`);

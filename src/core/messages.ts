@@ -90,4 +90,6 @@ export interface ReactorInit {
   cpus: number[];
   /** busy/idle time and sleeps (layout: reactor-counters.ts), written by the reactor only */
   counters?: SharedArrayBuffer;
+  /** user bdev modules (absolute paths) to load before the loop starts, as the main thread did */
+  bdevModules?: string[];
 }

@@ -51,6 +51,7 @@ export class ReactorHandle extends EventEmitter<ReactorEvents> implements QueueH
     readonly index: number,
     idleSpinUs: number,
     readonly cpus: number[] = [],
+    bdevModules: string[] = [],
   ) {
     super();
     this.wakeFd = native.eventfd(0, native.EFD_NONBLOCK | native.EFD_CLOEXEC);
@@ -58,7 +59,7 @@ export class ReactorHandle extends EventEmitter<ReactorEvents> implements QueueH
     this.pending = new Int32Array(pending);
     const counters = allocReactorCounters();
     this.counterReader = new ReactorCounterReader(index, counters);
-    const init: ReactorInit = { index, wakeFd: this.wakeFd, pending, idleSpinUs, cpus, counters };
+    const init: ReactorInit = { index, wakeFd: this.wakeFd, pending, idleSpinUs, cpus, counters, bdevModules };
     this.worker = new Worker(new URL('./reactor-worker.js', import.meta.url), { workerData: init, name: `reactor${index}` });
     this.worker.on('message', (m: ReactorReply) => this.onMessage(m));
     this.worker.on('error', (e) => this.emit('log', 'error', `reactor ${index} failed: ${e.message}`));
@@ -156,11 +157,14 @@ export class ReactorPool implements QueuePlacer {
   /** queue id -> who hears that it broke; one listener per reactor, whatever comes and goes */
   private readonly brokenHandlers = new Map<string, (why: string) => void>();
 
-  /** `cpus`: pin reactor i to cpus[i % cpus.length]; empty: no pinning. */
-  constructor(native: NativeShim, count: number, idleSpinUs: number, cpus: number[] = []) {
+  /**
+   * `cpus`: pin reactor i to cpus[i % cpus.length]; empty: no pinning.
+   * `bdevModules`: user bdev modules (absolute paths) each reactor loads before it runs.
+   */
+  constructor(native: NativeShim, count: number, idleSpinUs: number, cpus: number[] = [], bdevModules: string[] = []) {
     this.reactors = Array.from(
       { length: count },
-      (_, i) => new ReactorHandle(native, i, idleSpinUs, cpus.length ? [cpus[i % cpus.length]!] : []),
+      (_, i) => new ReactorHandle(native, i, idleSpinUs, cpus.length ? [cpus[i % cpus.length]!] : [], bdevModules),
     );
     for (const r of this.reactors) r.on('broken', (id, why) => this.brokenHandlers.get(id)?.(why));
   }

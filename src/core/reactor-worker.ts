@@ -1,5 +1,6 @@
 // Worker entry: one reactor per worker thread.
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
+import { loadBdevModule } from '../bdev/registry.js';
 import { loadNative } from '../native/index.js';
 import type { ReactorInit, ReactorReply, ReactorRequest } from './messages.js';
 import { Reactor } from './reactor.js';
@@ -11,6 +12,8 @@ if (init.cpus.length > 0) {
   const rc = native.pinThread(init.cpus);
   if (rc < 0) port.postMessage({ event: 'log', level: 'warn', msg: `reactor ${init.index}: cannot pin to CPUs ${init.cpus.join(',')} (${-rc})` } satisfies ReactorReply);
 }
+// User bdev modules, as the main thread loaded them (it did first, so they load here too).
+for (const path of init.bdevModules ?? []) await loadBdevModule(path);
 const reactor = new Reactor(native, init, {
   take() {
     const m = receiveMessageOnPort(port);

@@ -3,7 +3,7 @@
 // in epoll on kick fds, channel eventfds and its wake fd (no lost wake-ups: the
 // rings are re-checked after arming). Control requests arrive on a MessagePort
 // and are read synchronously, so the loop never yields to the event loop.
-import { bdevModule } from '../bdev/registry.js';
+import { bdevModule, bdevModuleSource } from '../bdev/registry.js';
 import type { BdevDesc, Channel, ChannelContext } from '../bdev/types.js';
 import type { NativeShim } from '../native/index.js';
 import { BlkQueue } from '../virtio/blk.js';
@@ -156,7 +156,7 @@ export class Reactor {
       try {
         work += q.blk.poll();
       } catch (e) {
-        this.markBroken(q, `queue poll threw: ${(e as Error).message}`);
+        this.markBroken(q, `queue poll threw${moduleNote(q.spec.bdev)}: ${(e as Error).message}`);
       }
     }
     const cs = this.channelList;
@@ -165,7 +165,7 @@ export class Reactor {
       try {
         work += c.channel.poll();
       } catch (e) {
-        for (const q of qs) if (builtOn(q.spec.bdev, c.key)) this.markBroken(q, `bdev channel threw: ${(e as Error).message}`);
+        for (const q of qs) if (builtOn(q.spec.bdev, c.key)) this.markBroken(q, `bdev channel threw${moduleNote(q.spec.bdev)}: ${(e as Error).message}`);
       }
     }
     for (let i = 0; i < qs.length; i++) {
@@ -478,4 +478,16 @@ function builtOn(bdev: BdevDesc, name: string): boolean {
   if (bdev.info.name === name) return true;
   for (const b of bdev.bases ?? []) if (builtOn(b, name)) return true;
   return false;
+}
+
+/** Which user modules the bdev is made of, for a message about what threw: " (bdev module ./x.js, type x)". */
+function moduleNote(bdev: BdevDesc): string {
+  const found: string[] = [];
+  const walk = (d: BdevDesc) => {
+    const src = bdevModuleSource(d.info.type);
+    if (src && !found.some((f) => f.startsWith(`${src},`))) found.push(`${src}, type ${d.info.type}`);
+    for (const b of d.bases ?? []) walk(b);
+  };
+  walk(bdev);
+  return found.length ? ` (bdev module ${found.join('; ')})` : '';
 }

@@ -8,7 +8,7 @@ import type { ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { CACHE, REPO, exited, killTracked, run, runInUserland, spawnTracked } from './vm.js';
 
@@ -215,4 +215,77 @@ describe('split and passthru', () => {
     vdx.kill('SIGTERM');
     expect(await exited(vdx)).toBe(0);
   }, 180_000);
+});
+
+describe('bdev modules (--bdev-module, "modules" in a config file)', () => {
+  test('the example crc module catches a corrupted read below it; a module that throws breaks only its own disk, named; a broken module file is refused at start', async () => {
+    const disk = join(dir, 'crc.img');
+    writeFileSync(disk, '');
+    truncateSync(disk, 16 * MiB);
+    const cfg = join(dir, 'modules.json');
+    writeFileSync(
+      cfg,
+      JSON.stringify({
+        // relative to the config file
+        modules: [relative(dir, join(REPO, 'contrib/bdev-modules/crc.mjs'))],
+        bdevs: [
+          { type: 'file', name: 'g0', path: disk, direct: 'off' },
+          { type: 'error', name: 'EE_g0', base: 'g0' },
+          { type: 'crc', name: 'c0', base: 'EE_g0' },
+          { type: 'null', name: 'n1', size: '1M' },
+        ],
+        exports: [{ type: 'vhost-user', bdev: 'c0', socket: join(dir, 'c0.sock') }],
+      }),
+    );
+    const msock = join(dir, 'm-rpc.sock');
+    const p = spawnTracked(process.execPath, [MAIN, 'serve', '--config', cfg, '--bdev-module', join(REPO, 'test/e2e/fixtures/throwing-bdev.mjs'), '--bdev', 'throwing:name=t1,base=n1', '--export', `vhost-user:bdev=t1,socket=${join(dir, 't1.sock')}`, '--rpc-socket', msock, '--state-dir', join(dir, 'mstate'), '--log-format', 'json']);
+    let log = '';
+    p.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+    for (let i = 0; i < 200 && !log.includes('"msg":"serving '); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(log).toContain('"msg":"serving 5 bdevs, 2 exports');
+    const mrpc = async (method: string, params: Record<string, unknown> = {}) => {
+      const r = await run(process.execPath, [MAIN, 'rpc', '--rpc-socket', msock, method, JSON.stringify(params)], { timeoutMs: 20_000 });
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as unknown;
+    };
+    const c0 = join(dir, 'c0.sock');
+    const w = await qemuIo(c0, 'write -P 0x5a 0 64k');
+    expect(w.stdout, w.stderr).toMatch(/wrote 65536\/65536 bytes at offset 0/);
+    const ok = await qemuIo(c0, 'read -P 0x5a 0 64k');
+    expect(ok.stdout + ok.stderr).not.toMatch(/Pattern verification failed|error/i);
+    // One byte of block 8 comes back wrong from below: the crc layer fails that read.
+    await mrpc('bdev_error_inject_error', { name: 'EE_g0', io_type: 'read', error_type: 'corrupt_data', num: 1, corrupt_offset: 8 * 512 + 3, corrupt_value: 0x10 });
+    const bad = await qemuIo(c0, 'read -P 0x5a 0 64k');
+    expect(bad.stdout + bad.stderr).toMatch(/read failed: Input\/output error/);
+    for (let i = 0; i < 50 && !log.includes('read back with CRC-32'); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(log).toMatch(/crc c0: block 8 read back with CRC-32 [0-9a-f]+, written with [0-9a-f]+; the read fails with EIO/);
+    const again = await qemuIo(c0, 'read -P 0x5a 0 64k');
+    expect(again.stdout + again.stderr).not.toMatch(/Pattern verification failed|error/i);
+    const listed = ((await mrpc('bdev_get_bdevs', { name: 'c0' })) as BdevJson[])[0]!;
+    expect(listed.driver_specific.crc).toMatchObject({ base_bdev: 'EE_g0', mismatches: 1 });
+    expect(listed).toMatchObject({ product_name: 'crc (example module)', base_bdevs: ['EE_g0'] });
+    // A module's type over RPC, like a built-in one.
+    await mrpc('bdev_null_create', { name: 'n2', num_blocks: 2048, block_size: 512 });
+    expect(await mrpc('bdev_create', { type: 'crc', name: 'c2', keys: { base: 'n2' } })).toBe('c2');
+
+    // The throwing module breaks its own disk, says which module, and vdx serves on.
+    // (the client's write never completes on a broken queue: it is given 5 s)
+    const t = await runInUserland(['qemu-io', '-c', 'write 0 4k', '--image-opts', `driver=virtio-blk-vhost-user,path=${join(dir, 't1.sock')},cache.direct=on`], 5000);
+    expect(t.stdout).not.toMatch(/wrote 4096\/4096/);
+    for (let i = 0; i < 50 && !log.includes('this module throws on writes'); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(log).toMatch(/queue poll threw \(bdev module [^)]*throwing-bdev\.mjs, type throwing\): this module throws on writes/);
+    const still = await qemuIo(c0, 'read -P 0x5a 0 64k');
+    expect(still.stdout + still.stderr).not.toMatch(/Pattern verification failed|error/i);
+    expect(await mrpc('spdk_get_version')).toMatchObject({ version: expect.any(String) });
+    p.kill('SIGTERM');
+    expect(await exited(p)).toBe(0);
+
+    // A file that is not a bdev module: refused before anything starts, saying what is missing.
+    const r = await run(process.execPath, [MAIN, 'serve', '--bdev-module', join(REPO, 'test/e2e/fixtures/incomplete-bdev.mjs'), '--rpc-socket', 'none'], { timeoutMs: 20_000 });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--bdev-module .*incomplete-bdev\.mjs \(type incomplete\): open\(\) is missing/);
+    const r2 = await run(process.execPath, [MAIN, 'serve', '--bdev-module', join(dir, 'nowhere.mjs'), '--rpc-socket', 'none'], { timeoutMs: 20_000 });
+    expect(r2.code).toBe(2);
+    expect(r2.stderr).toMatch(/--bdev-module .*nowhere\.mjs: cannot load it/);
+  }, 120_000);
 });

@@ -94,7 +94,7 @@ describe('spec parsing', () => {
     expect(c.bdevs).toEqual([{ type: 'null', name: 'n0', size: '1G' }]);
     expect(c.exports?.[0]?.numQueues).toBe(4);
     writeFileSync(f, JSON.stringify({ bdev: [] }));
-    expect(() => loadConfigFile(f)).toThrow(/unknown key 'bdev'; known keys: reactors, cpumask, idleSpinUs, bdevs, exports/);
+    expect(() => loadConfigFile(f)).toThrow(/unknown key 'bdev'; known keys: modules, reactors, cpumask, idleSpinUs, bdevs, exports/);
     writeFileSync(f, '{');
     expect(() => loadConfigFile(f)).toThrow(/--config .*c.json/);
   });
