@@ -124,6 +124,8 @@ export interface BdevDesc {
    * latencies, error injection), and counters all channels draw from.
    */
   shared?: SharedArrayBuffer;
+  /** QoS limits and their buckets (bdev/qos.ts), given to every bdev by the registry */
+  qos?: SharedArrayBuffer;
 }
 
 /** A bdev type: a plain function table, listed in registry.ts (nothing registers itself). */

@@ -4,6 +4,7 @@
 // existing bdev); a bdev in use is claimed and cannot be deleted.
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
+import { QOS_BYTES } from '../bdev/qos.js';
 import { bdevModule } from '../bdev/registry.js';
 import type { BdevDesc, BdevModule } from '../bdev/types.js';
 import { ControlError, EBUSY, EEXIST, ENODEV } from './errors.js';
@@ -150,6 +151,7 @@ export class BdevRegistry {
       for (const b of baseNames) this.release(b, claimant);
       throw new ControlError(EBUSY, `vdx is shutting down; bdev '${name}' was not created`);
     }
+    desc.qos ??= new SharedArrayBuffer(QOS_BYTES);
     const entry: BdevEntry = { desc, spec, uuid: uuid ?? randomUUID(), claims: new Map(), bases: baseNames, claimant, group, method, unwatch: undefined };
     entry.unwatch = this.watch(module, desc, name);
     this.entries.set(name, entry);

@@ -152,7 +152,12 @@ export class Reactor {
     const qs = this.active;
     for (let i = 0; i < qs.length; i++) {
       const q = qs[i]!;
-      if (q.stopSeq >= 0 || q.broken) continue;
+      if (q.broken) continue;
+      if (q.stopSeq >= 0) {
+        // A stopping queue takes nothing new, but what QoS held back must still go.
+        work += q.blk.releaseThrottled();
+        continue;
+      }
       try {
         work += q.blk.poll();
       } catch (e) {
@@ -241,7 +246,7 @@ export class Reactor {
       rc[R_SLEEPS] = this.stats.sleeps;
       rc[R_ITERATIONS] = this.stats.iterations;
       rc[R_SLEEP_SINCE_MS] = this.markMs + this.monoOffsetMs;
-      const got = n.epollWait(this.epfd, this.events, -1);
+      const got = n.epollWait(this.epfd, this.events, this.throttledWakeMs());
       const t1 = performance.now();
       // Clear sleep-since before adding the sleep: a reader takes idle first (ReactorCounterReader).
       rc[R_SLEEP_SINCE_MS] = 0;
@@ -255,6 +260,17 @@ export class Reactor {
       }
     }
     for (let i = 0; i < qs.length; i++) qs[i]!.blk.ring.setKicks(false);
+  }
+
+  /** How long the reactor may sleep: until QoS lets a held request go (at least 1 ms), or -1 (until woken). */
+  private throttledWakeMs(): number {
+    let ms = -1;
+    const qs = this.active;
+    for (let i = 0; i < qs.length; i++) {
+      const w = qs[i]!.blk.throttledWaitMs();
+      if (w >= 0 && (ms < 0 || w < ms)) ms = w;
+    }
+    return ms < 0 ? -1 : Math.max(1, Math.ceil(ms));
   }
 
   private handleRequests(): number {
@@ -390,7 +406,7 @@ export class Reactor {
       copiesLater: c.channel.copiesLater === true,
       blk: undefined as unknown as BlkQueue,
     };
-    q.blk = new BlkQueue(ring, mem, c.channel, s.blk, { broken: (why) => this.markBroken(q, why) }, { counters: s.counters, clock: this.clock });
+    q.blk = new BlkQueue(ring, mem, c.channel, s.blk, { broken: (why) => this.markBroken(q, why) }, { counters: s.counters, clock: this.clock, ...(s.bdev.qos ? { qos: s.bdev.qos } : {}) });
     m.users++;
     if (s.kickFd >= 0) {
       q.token = this.nextToken++;

@@ -2,6 +2,7 @@
 // descriptor chains into bdev I/O and completes every popped head exactly once.
 // Runs on a reactor thread; no allocation per request.
 import { BdevIo, type Channel, IoOp, MAX_IOV } from '../bdev/types.js';
+import { QosGate } from '../bdev/qos.js';
 import {
   VIRTIO_BLK_DISCARD_SEG_SIZE,
   VIRTIO_BLK_ID_BYTES,
@@ -93,6 +94,8 @@ export interface BlkQueueHooks {
 }
 
 export interface BlkQueueOptions {
+  /** the bdev's QoS state (bdev/qos.ts): requests over its limits wait in this queue until their tokens are there */
+  qos?: SharedArrayBuffer;
   /**
    * Where to count (layout in blk-counters.ts): a buffer the main thread
    * allocated and reads; this queue is its only writer. Absent: a private one.
@@ -133,6 +136,11 @@ export class BlkQueue {
   private readonly doneHeads: Int32Array;
   private ndone = 0;
   private readonly onIoDone = (io: BdevIo): void => this.ioDone(io);
+  private readonly qos: QosGate | undefined;
+  /** heads held back by QoS, oldest first (a ring of the queue's size) */
+  private readonly throttled: Int32Array;
+  private throttledHead = 0;
+  private throttledCount = 0;
 
   constructor(
     readonly ring: Virtqueue,
@@ -146,6 +154,8 @@ export class BlkQueue {
     this.clock = opts.clock ?? new IoClock();
     this.ownClock = opts.clock === undefined;
     this.doneHeads = new Int32Array(ring.size);
+    this.qos = opts.qos ? new QosGate(opts.qos) : undefined;
+    this.throttled = new Int32Array(opts.qos ? ring.size : 0);
     this.reqs = [];
     for (let i = 0; i < ring.size; i++) {
       const r = new BlkRequest();
@@ -187,6 +197,7 @@ export class BlkQueue {
     // Requests popped now share one reading (taken on the first pop, or the
     // reactor's seed); leaving, invalidate it for whoever pops next (see IoClock).
     if (this.ownClock) clock.beginPass();
+    if (this.throttledCount > 0) n += this.releaseThrottled();
     while (n < budget) {
       const head = ring.pop(this.segs, MAX_SEGS);
       if (head === NO_HEAD) break;
@@ -419,8 +430,37 @@ export class BlkQueue {
   }
 
   private submit(r: BlkRequest): void {
+    const qos = this.qos;
+    if (qos !== undefined && qos.limited() && (this.throttledCount > 0 || !qos.admit(r.io))) {
+      this.throttled[(this.throttledHead + this.throttledCount++) % this.throttled.length] = r.head;
+      return;
+    }
     const rc = this.channel.submit(r.io);
     if (rc < 0) this.finish(r, VIRTIO_BLK_S_IOERR);
+  }
+
+  /**
+   * Send on what QoS held back, in order, while the limits allow (the reactor
+   * calls it every pass, stopping queues included). Returns how many went.
+   */
+  releaseThrottled(): number {
+    const qos = this.qos;
+    let n = 0;
+    while (this.throttledCount > 0) {
+      const r = this.reqs[this.throttled[this.throttledHead]!]!;
+      if (qos!.limited() && !qos!.admit(r.io)) break;
+      this.throttledHead = (this.throttledHead + 1) % this.throttled.length;
+      this.throttledCount--;
+      n++;
+      const rc = this.channel.submit(r.io);
+      if (rc < 0) this.finish(r, VIRTIO_BLK_S_IOERR);
+    }
+    return n;
+  }
+
+  /** ms until QoS lets the oldest held request go, or -1 when none is held. */
+  throttledWaitMs(): number {
+    return this.throttledCount > 0 ? this.qos!.waitMs : -1;
   }
 
   private ioDone(io: BdevIo): void {

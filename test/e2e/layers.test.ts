@@ -169,6 +169,24 @@ describe('split and passthru', () => {
     await rpc('vhost_delete_controller', { ctrlr: 'slow0' });
     await rpc('bdev_delay_delete', { name: 'slow0' });
 
+    // QoS on part 1 (exported): 100 I/O per second make 51 reads take half a second, until lifted.
+    const reads = async (n: number) => {
+      const t0 = performance.now();
+      const rr = await qemuIo(join(dir, 'p1.sock'), ...Array.from({ length: n }, (_, i) => `read ${i * 4096} 4k`));
+      expect(rr.stdout, rr.stderr).toMatch(/read 4096\/4096 bytes/);
+      return performance.now() - t0;
+    };
+    const base1 = await reads(1);
+    await rpc('bdev_set_qos_limit', { name: 'f0p1', rw_ios_per_sec: 100 });
+    expect(((await rpc('bdev_get_bdevs', { name: 'f0p1' })) as { assigned_rate_limits: Record<string, number> }[])[0]!.assigned_rate_limits).toEqual({ rw_ios_per_sec: 100, rw_mbytes_per_sec: 0, r_mbytes_per_sec: 0, w_mbytes_per_sec: 0 });
+    const limited = await reads(51);
+    expect(limited - base1).toBeGreaterThan(400);
+    expect(((await rpc('framework_get_config', { name: 'bdev' })) as { method: string; params: Record<string, unknown> }[]).find((c) => c.method === 'bdev_set_qos_limit')?.params).toMatchObject({ name: 'f0p1', rw_ios_per_sec: 100 });
+    await rpc('bdev_set_qos_limit', { name: 'f0p1', rw_ios_per_sec: 0 });
+    const lifted = await reads(51);
+    expect(lifted).toBeLessThan(limited - 300);
+    expect(await rpc('bdev_set_qos_limit', { name: 'f0p1' }, true)).toMatch(/give at least one of rw_ios_per_sec, rw_mbytes_per_sec, r_mbytes_per_sec, w_mbytes_per_sec/);
+
     // An error bdev on part 0: the injected read fails for libblkio, the next one passes; a held
     // write completes once the injection is cleared.
     expect(await rpc('bdev_error_create', { base_name: 'f0p0' })).toBe('EE_f0p0');
@@ -211,6 +229,10 @@ describe('split and passthru', () => {
       const ee = JSON.parse((await py('bdev_get_bdevs', '-b', 'EE_f0p3')).stdout) as BdevJson[];
       expect(ee[0]!.driver_specific.error).toEqual({ base_bdev: 'f0p3', injected: { read: { error_type: 'failure', remaining: 5 } } });
       expect((await py('bdev_error_delete', 'EE_f0p3')).code).toBe(0);
+      const q = await py('bdev_set_qos_limit', 'f0p3', '--rw-ios-per-sec', '2000', '--r-mbytes-per-sec', '10');
+      expect(q.code, q.stderr).toBe(0);
+      const shownQ = JSON.parse((await py('bdev_get_bdevs', '-b', 'f0p3')).stdout) as { assigned_rate_limits: Record<string, number> }[];
+      expect(shownQ[0]!.assigned_rate_limits).toEqual({ rw_ios_per_sec: 2000, rw_mbytes_per_sec: 0, r_mbytes_per_sec: 10, w_mbytes_per_sec: 0 });
     }
     vdx.kill('SIGTERM');
     expect(await exited(vdx)).toBe(0);

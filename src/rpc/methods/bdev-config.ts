@@ -1,5 +1,6 @@
 // A bdev as the method call that recreates it (save_config), in SPDK's names
 // where SPDK has the bdev type, with vdx's extra parameters where it has more.
+import { qosLimits } from '../../bdev/qos.js';
 import type { BdevEntry } from '../../control/bdevs.js';
 import { NBD_PARAMS } from './bdev-nbd.js';
 import { CEPH_OPTIONS } from './bdev-rbd.js';
@@ -19,6 +20,11 @@ export function bdevConfigEntries(list: BdevEntry[]): ConfigEntry[] {
       seen.add(e.group.label);
     }
     out.push(bdevConfigEntry(e));
+  }
+  // Limits after every bdev exists (SPDK's save_config writes them as calls of their own too).
+  for (const e of list) {
+    const limits = e.desc.qos ? qosLimits(e.desc.qos) : undefined;
+    if (limits && Object.values(limits).some((v) => v > 0)) out.push({ method: 'bdev_set_qos_limit', params: { name: e.desc.info.name, ...limits } });
   }
   return out;
 }

@@ -2,6 +2,7 @@
 // (module/bdev/{malloc,null,aio,uring}/*_rpc.c, lib/bdev/bdev_rpc.c). vdx
 // extensions (a malloc disk's `populate`, a file's `direct`) are extra optional
 // parameters; SPDK's own clients never send them.
+import { qosLimits, QOS_LIMITS, setQosLimits } from '../../bdev/qos.js';
 import { bdevModule, BDEV_MODULES } from '../../bdev/registry.js';
 import type { BdevSpec, BdevEntry } from '../../control/bdevs.js';
 import { ControlError } from '../../control/errors.js';
@@ -96,7 +97,7 @@ export function bdevInfoJson(e: BdevEntry): Record<string, unknown> {
     block_size: i.blockSize,
     num_blocks: Math.floor(i.sizeBytes / i.blockSize),
     uuid: e.uuid,
-    assigned_rate_limits: { rw_ios_per_sec: 0, rw_mbytes_per_sec: 0, r_mbytes_per_sec: 0, w_mbytes_per_sec: 0 },
+    assigned_rate_limits: e.desc.qos ? qosLimits(e.desc.qos) : { rw_ios_per_sec: 0, rw_mbytes_per_sec: 0, r_mbytes_per_sec: 0, w_mbytes_per_sec: 0 },
     claimed: e.claims.size > 0,
     ...(e.claims.size ? { claim_type: claimType(e), claimed_by: [...e.claims.keys()] } : {}),
     ...(e.bases.length ? { base_bdevs: e.bases } : {}),
@@ -216,6 +217,24 @@ export const bdevMethods: Record<string, Method<RpcContext>> = {
     'vdx: change a bdev\'s capacity (file, null) and tell its exports; without size, re-read a file\'s size',
     { name: nonEmpty.describe('bdev name'), size: sizeArg.optional() },
     async (p, ctx) => ({ size_bytes: await ctx.resizeBdev(p.name, p.size) }),
+  ),
+
+  bdev_set_qos_limit: method(
+    'limit a bdev\'s I/O per second and MiB per second (all, reads, writes) across every export and reactor on it; 0 lifts a limit, one not given stays',
+    {
+      name: nonEmpty.describe('bdev name'),
+      rw_ios_per_sec: u64.optional().describe('I/O per second, reads and writes together'),
+      rw_mbytes_per_sec: u64.optional().describe('MiB per second, reads and writes together'),
+      r_mbytes_per_sec: u64.optional().describe('MiB per second of reads'),
+      w_mbytes_per_sec: u64.optional().describe('MiB per second of writes'),
+    },
+    (p, ctx) => {
+      const e = ctx.bdevs.get(p.name);
+      const given = Object.fromEntries(QOS_LIMITS.filter((k) => p[k] !== undefined).map((k) => [k, p[k]!]));
+      if (Object.keys(given).length === 0) throw invalidParams(`give at least one of ${QOS_LIMITS.join(', ')} (0 lifts that limit)`);
+      setQosLimits(e.desc.qos!, given);
+      return true;
+    },
   ),
 
   bdev_get_bdevs: method(
