@@ -7,7 +7,7 @@ import type { DaemonConfig } from './config/config.js';
 import { validateConfig } from './config/config.js';
 import { checkSavedConfig, type SavedConfig } from './config/saved.js';
 import { BdevRegistry } from './control/bdevs.js';
-import { ControlError, EINVAL } from './control/errors.js';
+import { ControlError, EBUSY, EINVAL } from './control/errors.js';
 import { ExportRegistry } from './control/exports.js';
 import { RbdClusterRegistry } from './control/rbd-clusters.js';
 import { ReactorPool } from './core/reactor-pool.js';
@@ -31,6 +31,8 @@ type ConfigEntryText = { method: string; params?: Record<string, unknown> };
 function entryKey(c: ConfigEntryText): string | undefined {
   // A split is known by its first part.
   if (c.method === 'bdev_split_create' && typeof c.params?.['base_bdev'] === 'string') return `bdev:${c.params['base_bdev']}p0`;
+  // An error bdev is named after its base.
+  if (c.method === 'bdev_error_create' && typeof c.params?.['base_name'] === 'string') return `bdev:EE_${c.params['base_name']}`;
   const name = c.params?.['ctrlr'] ?? c.params?.['name'];
   if (typeof name !== 'string' || !/_create|_register_cluster$/.test(c.method)) return undefined;
   if (c.method === 'bdev_rbd_register_cluster') return `cluster:${name}`;
@@ -200,6 +202,8 @@ export class Daemon implements RpcContext {
     const e = this.bdevs.get(name);
     const m = bdevModule(e.spec.type);
     if (!m.resize) throw new ControlError(EINVAL, `bdev '${name}' (${e.spec.type}) cannot be resized; ${resizableTypes().join(', ')} bdevs can`);
+    const layers = [...e.claims].filter(([, c]) => c.kind === 'exclusive').map(([who]) => who);
+    if (layers.length) throw new ControlError(EBUSY, `bdev '${name}' is under ${layers.join(', ')}, whose size was fixed when it was made; resize what the guest uses, or delete the layer first`);
     const before = e.desc.info.sizeBytes;
     let sizeBytes: number;
     try {

@@ -56,23 +56,17 @@ class CrcChannel extends ForwardChannel {
   }
 
   submit(io) {
-    const op = io.op;
-    if (op === IoOp.WRITE) {
-      if (this.aligned(io)) this.eachBlock(io, RECORD);
-      else this.forget(io.offsetBytes, io.lenBytes);
-    } else if (op === IoOp.DISCARD || op === IoOp.WRITE_ZEROES) {
-      this.forget(io.offsetBytes, io.lenBytes);
-    }
-    const rc = super.submit(io);
-    if (rc < 0 && op === IoOp.WRITE) this.forget(io.offsetBytes, io.lenBytes);
-    return rc;
+    // While a write or discard is on its way, its blocks are not known: a read
+    // racing it may see either the old data or the new.
+    if (io.op === IoOp.WRITE || io.op === IoOp.DISCARD || io.op === IoOp.WRITE_ZEROES) this.forget(io.offsetBytes, io.lenBytes);
+    return super.submit(io);
   }
 
   baseDone(child) {
-    if (child.op === IoOp.READ && child.status === 0 && this.aligned(child)) {
-      if (this.eachBlock(child, VERIFY) > 0) child.status = EIO;
-    } else if (child.op === IoOp.WRITE && child.status !== 0) {
-      this.forget(child.offsetBytes, child.lenBytes); // what is on the disk now is not known
+    if (child.status === 0 && this.aligned(child)) {
+      // The buffers still hold what was written (a driver leaves them alone until the completion).
+      if (child.op === IoOp.WRITE) this.eachBlock(child, RECORD);
+      else if (child.op === IoOp.READ && this.eachBlock(child, VERIFY) > 0) child.status = EIO;
     }
     this.finish(child);
   }

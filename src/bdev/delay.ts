@@ -9,8 +9,7 @@
 import { performance } from 'node:perf_hooks';
 import { loadNet, type NetShim } from '../native/net.js';
 import { IoFifo } from './deferred.js';
-import { ForwardChannel, windowInfo } from './layer.js';
-import { checkKeys } from './spec.js';
+import { ForwardChannel, layerSpec, windowInfo } from './layer.js';
 import { type BdevDesc, type BdevIo, type BdevModule, type Channel, type ChannelContext, IoOp } from './types.js';
 
 /** Slots of the shared Int32Array, in µs. */
@@ -57,7 +56,8 @@ class DelayChannel extends ForwardChannel {
 
   protected override baseDone(child: BdevIo): void {
     const op = child.op;
-    if (op !== IoOp.READ && op !== IoOp.WRITE) return this.finish(child);
+    // Closed (its queue broke and went): the timerfd is gone, nothing is held any more.
+    if ((op !== IoOp.READ && op !== IoOp.WRITE) || this.isClosed) return this.finish(child);
     let s = this.seed;
     s ^= s << 13;
     s ^= s >>> 17;
@@ -86,6 +86,7 @@ class DelayChannel extends ForwardChannel {
   }
 
   override poll(): number {
+    this.raiseDeferred();
     if (this.heldCount === 0) return 0;
     const now = performance.now();
     let ran = 0;
@@ -141,8 +142,7 @@ export const delayBdev: BdevModule = {
   },
   baseKeys: ['base'],
   normalize(spec) {
-    checkKeys('delay', spec, delayBdev.keys, ['name', 'base']);
-    if (spec.name === spec.base) throw new Error(`delay: name=${spec.name} is its own base; give it a name of its own`);
+    const { name, base } = layerSpec('delay', spec, delayBdev.keys);
     const avgR = parseLatency('avg-read-latency', spec['avg-read-latency'], 0);
     const avgW = parseLatency('avg-write-latency', spec['avg-write-latency'], 0);
     const l = {
@@ -152,7 +152,7 @@ export const delayBdev: BdevModule = {
       'p99-write-latency': parseLatency('p99-write-latency', spec['p99-write-latency'], avgW),
     };
     checkLatencies(l);
-    return { name: spec.name!, base: spec.base!, ...Object.fromEntries(DELAY_KEYS.map((k) => [k, String(l[k])])) };
+    return { name, base, ...Object.fromEntries(DELAY_KEYS.map((k) => [k, String(l[k])])) };
   },
   create(spec, bases): BdevDesc {
     const base = bases[0]!;

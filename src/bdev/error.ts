@@ -8,8 +8,7 @@
 // had just arrived.
 import { loadNative } from '../native/index.js';
 import { DeferredCompletions, IoFifo } from './deferred.js';
-import { ForwardChannel, windowInfo } from './layer.js';
-import { checkKeys } from './spec.js';
+import { ForwardChannel, layerSpec, windowInfo } from './layer.js';
 import { type BdevDesc, type BdevIo, type BdevModule, type Channel, type ChannelContext, IoOp } from './types.js';
 
 export const ERROR_TYPES = { failure: 1, pending: 2, corrupt_data: 3 } as const;
@@ -34,8 +33,10 @@ class ErrorChannel extends ForwardChannel {
   private readonly s: Int32Array;
   private readonly failed = new DeferredCompletions(16);
   private readonly held = new IoFifo(16);
-  /** children to corrupt when their read completes, by child slot */
+  /** children to corrupt when their read completes, by child slot: where, and with what */
   private corrupt = new Uint8Array(64);
+  private corruptAt = new Int32Array(64);
+  private corruptWith = new Uint8Array(64);
   /** the clear count this channel last acted on */
   private seenCleared: number;
 
@@ -47,8 +48,10 @@ class ErrorChannel extends ForwardChannel {
 
   override submit(io: BdevIo): number {
     const op = io.op;
-    const type = this.s[op * STRIDE]!;
-    if (type === 0 || !this.take(op)) return super.submit(io);
+    if (this.s[op * STRIDE] === 0 || !this.take(op)) return super.submit(io);
+    // Read after the count was taken: the injection that count belongs to (a re-inject writes the count last).
+    const type = Atomics.load(this.s, op * STRIDE);
+    if (type === 0) return super.submit(io);
     if (type === ERROR_TYPES.failure) {
       io.status = EIO;
       this.failed.push(io);
@@ -62,11 +65,16 @@ class ErrorChannel extends ForwardChannel {
     if (rc === 0) {
       const child = this.lastChild!;
       if (child.slot >= this.corrupt.length) {
-        const next = new Uint8Array(Math.max(this.poolSize, 2 * this.corrupt.length));
-        next.set(this.corrupt);
-        this.corrupt = next;
+        const size = Math.max(this.poolSize, 2 * this.corrupt.length);
+        const grow = <T extends Uint8Array | Int32Array>(a: T, b: T): T => (b.set(a), b);
+        this.corrupt = grow(this.corrupt, new Uint8Array(size));
+        this.corruptAt = grow(this.corruptAt, new Int32Array(size));
+        this.corruptWith = grow(this.corruptWith, new Uint8Array(size));
       }
+      // What to corrupt is the injection's as this I/O was taken, not as it may be when it completes.
       this.corrupt[child.slot] = 1;
+      this.corruptAt[child.slot] = this.s[op * STRIDE + 2]!;
+      this.corruptWith[child.slot] = this.s[op * STRIDE + 3]! & 0xff;
     }
     return rc;
   }
@@ -92,8 +100,8 @@ class ErrorChannel extends ForwardChannel {
 
   /** XOR one byte of what was read (SPDK's corrupt_value at corrupt_offset); rare, so a view may be made. */
   private corruptRead(child: BdevIo): void {
-    let off = this.s[child.op * STRIDE + 2]!;
-    const value = this.s[child.op * STRIDE + 3]! & 0xff;
+    let off = this.corruptAt[child.slot]!;
+    const value = this.corruptWith[child.slot]!;
     for (let i = 0; i < child.niov; i++) {
       const len = child.iov[2 * i + 1]!;
       if (off < len) {
@@ -106,7 +114,16 @@ class ErrorChannel extends ForwardChannel {
   }
 
   override poll(): number {
+    this.raiseDeferred();
     return this.failed.size() > 0 ? this.failed.drain() : 0;
+  }
+
+  /** A queue on this bdev is stopping: held I/O fails now (EIO) instead of waiting for a clear that may never come. */
+  stopping(): void {
+    for (let io = this.held.shift(); io; io = this.held.shift()) {
+      io.status = EIO;
+      this.failed.push(io);
+    }
   }
 
   override inflight(): number {
@@ -141,11 +158,7 @@ export const errorBdev: BdevModule = {
     base: 'the bdev it forwards to (required); claimed for writing while the error bdev exists',
   },
   baseKeys: ['base'],
-  normalize(spec) {
-    checkKeys('error', spec, errorBdev.keys, ['name', 'base']);
-    if (spec.name === spec.base) throw new Error(`error: name=${spec.name} is its own base; give it a name of its own`);
-    return { name: spec.name!, base: spec.base! };
-  },
+  normalize: (spec) => layerSpec('error', spec, errorBdev.keys),
   create(spec, bases): BdevDesc {
     const base = bases[0]!;
     return { info: windowInfo(spec.name!, 'error', base, base.info.sizeBytes), params: {}, bases: [base], shared: new SharedArrayBuffer((OPS * STRIDE + 1) * 4) };

@@ -8,6 +8,7 @@
 // so nothing is allocated per I/O. The child's completion runs from the base
 // channel's poll() in the reactor's pass, where it completes the parent: so a
 // parent never completes inside submit().
+import { checkKeys } from './spec.js';
 import { type BdevDesc, BdevIo, type Channel, type ChannelContext, IoOp } from './types.js';
 
 const EINVAL = -22;
@@ -22,7 +23,15 @@ export class ForwardChannel implements Channel {
   private closed = false;
   /** the child the last successful submit sent (a subclass may mark it) */
   protected lastChild: BdevIo | undefined;
-  private readonly childDone = (child: BdevIo): void => this.baseDone(child);
+  /** what baseDone threw, raised from this channel's own poll(): it runs inside the base's, which must not take the blame */
+  private deferredError: unknown = undefined;
+  private readonly childDone = (child: BdevIo): void => {
+    try {
+      this.baseDone(child);
+    } catch (e) {
+      this.deferredError ??= e;
+    }
+  };
 
   constructor(
     private readonly base: Channel,
@@ -86,7 +95,16 @@ export class ForwardChannel implements Channel {
 
   /** Completions arrive through the base's poll(), which the reactor runs. */
   poll(): number {
+    this.raiseDeferred();
     return 0;
+  }
+
+  /** Throw (from this channel's poll) what a completion of ours threw inside the base's poll. */
+  protected raiseDeferred(): void {
+    if (this.deferredError === undefined) return;
+    const e = this.deferredError;
+    this.deferredError = undefined;
+    throw e;
   }
 
   inflight(): number {
@@ -129,4 +147,11 @@ export function windowInfo(name: string, type: string, base: BdevDesc, sizeBytes
     ...(b.singleReactor ? { singleReactor: true } : {}),
     ...(b.volatile ? { volatile: true } : {}),
   };
+}
+
+/** A one-base layer's own keys (name, base), checked: its other keys are the module's to read. */
+export function layerSpec(type: string, spec: Record<string, string>, keys: Record<string, string>): { name: string; base: string } {
+  checkKeys(type, spec, keys, ['name', 'base']);
+  if (spec.name === spec.base) throw new Error(`${type}: name=${spec.name} is its own base; give it a name of its own`);
+  return { name: spec.name!, base: spec.base! };
 }

@@ -2,8 +2,7 @@
 // module does. It is the smallest layer, and so the template for writing one:
 // name the base in baseKeys, keep the base's description in desc.bases, open
 // the base's channel through the reactor's context, and forward.
-import { ForwardChannel, windowInfo } from './layer.js';
-import { checkKeys } from './spec.js';
+import { ForwardChannel, layerSpec, windowInfo } from './layer.js';
 import type { BdevDesc, BdevModule, Channel, ChannelContext } from './types.js';
 
 export const passthruBdev: BdevModule = {
@@ -13,11 +12,7 @@ export const passthruBdev: BdevModule = {
     base: 'the bdev it forwards to (required); claimed for writing while the passthru exists',
   },
   baseKeys: ['base'],
-  normalize(spec) {
-    checkKeys('passthru', spec, passthruBdev.keys, ['name', 'base']);
-    if (spec.name === spec.base) throw new Error(`passthru: name=${spec.name} is its own base; give it a name of its own`);
-    return { name: spec.name!, base: spec.base! };
-  },
+  normalize: (spec) => layerSpec('passthru', spec, passthruBdev.keys),
   create(spec, bases): BdevDesc {
     const base = bases[0]!;
     return { info: windowInfo(spec.name!, 'passthru', base, base.info.sizeBytes), params: {}, bases: [base] };

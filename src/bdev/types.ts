@@ -70,6 +70,13 @@ export interface Channel {
    * reactor calls it from its loop.
    */
   settingsChanged?(): void;
+  /**
+   * Optional: a queue that uses this channel (directly or through layers) is
+   * stopping. What the channel holds back with no end of its own (an error
+   * bdev's pending I/O) must complete now, with an error, or the stop would
+   * wait for it forever.
+   */
+  stopping?(): void;
   close(): void;
 }
 

@@ -88,19 +88,21 @@ export class BdevRegistry {
     const baseName = bases[0]?.desc.info.name ?? '';
     const group = { label: `${type} ${baseName}`, deleteHint: `bdev_${type}_delete ${baseName}` };
     const entries: BdevEntry[] = [];
-    let created = false;
+    const made: BdevEntry[] = [];
     try {
       for (const part of parts) {
         const r = await this.createOne({ type, ...part }, method, group);
         entries.push(r.entry);
-        created ||= r.created;
+        if (r.created) made.push(r.entry);
       }
     } catch (e) {
-      // All or nothing: the parts this call made go again.
-      if (created) for (const x of entries.reverse()) await this.deleteEntry(x).catch(() => {});
+      // All or nothing: the parts this call made go again (those that existed stay).
+      for (const x of made.reverse()) {
+        await this.deleteEntry(x).catch((err: Error) => this.log.error({ component: 'bdev', name: x.desc.info.name }, `undoing ${group.label}: ${err.message}`));
+      }
       throw e;
     }
-    return { entry: entries[0]!, created, entries };
+    return { entry: entries[0]!, created: made.length > 0, entries };
   }
 
   /** A base a layer names: it must exist (and not be on its way out). */
@@ -221,7 +223,16 @@ export class BdevRegistry {
     if (used.length) {
       throw new ControlError(EBUSY, `${label} is in use: ${used.map((e) => `${e.desc.info.name} by ${[...e.claims.keys()].join(', ')}`).join('; ')}; delete those first`);
     }
-    for (const e of members.reverse()) await this.deleteEntry(e);
+    // Held while the parts go, so nothing claims one in between (claim() goes through get()).
+    for (const e of members) this.dying.add(e.desc.info.name);
+    try {
+      for (const e of members.reverse()) {
+        this.dying.delete(e.desc.info.name);
+        await this.deleteEntry(e);
+      }
+    } finally {
+      for (const e of members) if (this.entries.has(e.desc.info.name)) this.dying.delete(e.desc.info.name);
+    }
   }
 
   private async deleteEntry(e: BdevEntry): Promise<void> {

@@ -20,6 +20,7 @@ import { R_BUSY_NS, R_IDLE_NS, R_ITERATIONS, R_SLEEP_SINCE_MS, R_SLEEPS, R_SLOTS
 
 interface ChannelRef {
   key: string;
+  bdev: BdevDesc;
   channel: Channel;
   users: number;
   token: number;
@@ -82,9 +83,15 @@ export class Reactor {
   private seedMs = -1;
   /** monotonicMs() - performance.now(): this thread's clock on the process-wide one */
   private readonly monoOffsetMs: number;
+  /** for each open() under way (layers open their bases inside theirs): the bases it opened, given back if it throws */
+  private readonly opening: string[][] = [];
   private readonly channelContext: ChannelContext = {
     log: (level, msg, data) => this.source.reply({ event: 'log', level, msg, ...(data ? { data } : {}) }),
-    openBase: (base) => this.acquireChannel(base).channel,
+    openBase: (base) => {
+      const c = this.acquireChannel(base);
+      this.opening.at(-1)?.push(base.info.name);
+      return c.channel;
+    },
     closeBase: (base) => this.releaseChannel(base.info.name),
   };
 
@@ -138,8 +145,15 @@ export class Reactor {
   /** Does the kernel owe a channel I/O (and so will wake us through its notify fd)? */
   private awaitingKernel(): boolean {
     const cs = this.channelList;
-    for (let i = 0; i < cs.length; i++) if (cs[i]!.channel.kernelInflight() > 0) return true;
-    return false;
+    let owed = false;
+    for (let i = 0; i < cs.length; i++) {
+      try {
+        if (cs[i]!.channel.kernelInflight() > 0) owed = true;
+      } catch (e) {
+        this.channelFailed(cs[i]!, 'kernelInflight', e);
+      }
+    }
+    return owed;
   }
 
   /** One pass over control, queues and channels; returns the amount of work done. */
@@ -305,6 +319,15 @@ export class Reactor {
         if (!q) throw new Error(`no queue ${req.id}`);
         // Stop taking new requests; reply once in-flight ones have completed.
         q.stopSeq = seq;
+        // What a channel holds back with no end (an error bdev's pending I/O) must end now, or the stop never would.
+        for (const c of this.channelList) {
+          if (!builtOn(q.spec.bdev, c.key) || !c.channel.stopping) continue;
+          try {
+            c.channel.stopping();
+          } catch (e) {
+            this.channelFailed(c, 'stopping', e);
+          }
+        }
         return;
       }
       case 'queueState': {
@@ -406,7 +429,12 @@ export class Reactor {
       copiesLater: c.channel.copiesLater === true,
       blk: undefined as unknown as BlkQueue,
     };
-    q.blk = new BlkQueue(ring, mem, c.channel, s.blk, { broken: (why) => this.markBroken(q, why) }, { counters: s.counters, clock: this.clock, ...(s.bdev.qos ? { qos: s.bdev.qos } : {}) });
+    try {
+      q.blk = new BlkQueue(ring, mem, c.channel, s.blk, { broken: (why) => this.markBroken(q, why) }, { counters: s.counters, clock: this.clock, ...(s.bdev.qos ? { qos: s.bdev.qos } : {}) });
+    } catch (e) {
+      this.releaseChannel(chanKey);
+      throw e;
+    }
     m.users++;
     if (s.kickFd >= 0) {
       q.token = this.nextToken++;
@@ -428,11 +456,28 @@ export class Reactor {
     const key = bdev.info.name;
     let c = this.channels.get(key);
     if (!c) {
-      const channel = bdevModule(bdev.info.type).open(bdev, this.channelContext);
-      c = { key, channel, users: 0, token: 0 };
+      const opened: string[] = [];
+      this.opening.push(opened);
+      let channel: Channel;
+      try {
+        channel = bdevModule(bdev.info.type).open(bdev, this.channelContext);
+      } catch (e) {
+        for (const k of opened) this.releaseChannel(k);
+        throw e;
+      } finally {
+        this.opening.pop();
+      }
+      const ref: ChannelRef = { key, bdev, channel, users: 0, token: 0 };
+      c = ref;
       if (channel.notifyFd >= 0) {
         c.token = this.nextToken++;
-        this.tokens.set(c.token, () => channel.clearNotify());
+        this.tokens.set(c.token, () => {
+          try {
+            channel.clearNotify();
+          } catch (e) {
+            this.channelFailed(ref, 'clearNotify', e);
+          }
+        });
         this.native.epollCtl(this.epfd, this.native.EPOLL_CTL_ADD, channel.notifyFd, this.native.EPOLLIN, c.token);
       }
       this.channels.set(key, c);
@@ -453,7 +498,16 @@ export class Reactor {
     this.channels.delete(key);
     this.channelList = [...this.channels.values()];
     // Last: a layer's close gives back its bases' channels in turn.
-    c.channel.close();
+    try {
+      c.channel.close();
+    } catch (e) {
+      this.source.reply({ event: 'log', level: 'error', msg: `closing the channel of bdev '${key}' threw${moduleNote(c.bdev)}: ${(e as Error)?.message ?? String(e)}` });
+    }
+  }
+
+  /** A channel method threw: the queues built on that bdev break (the reactor and the others go on). */
+  private channelFailed(c: ChannelRef, what: string, e: unknown): void {
+    for (const q of this.active) if (builtOn(q.spec.bdev, c.key)) this.markBroken(q, `bdev channel ${what} threw${moduleNote(q.spec.bdev)}: ${(e as Error)?.message ?? String(e)}`);
   }
 
   private finishStop(q: QueueState): void {

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { join, relative } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { CACHE, REPO, exited, killTracked, run, runInUserland, spawnTracked } from './vm.js';
+import { CACHE, REPO, exited, killTracked, run, runInUserland, serveVdx } from './vm.js';
 
 const SPDK_RPC = process.env.VDX_SPDK_RPC ?? join(CACHE, 'spdk-rpc-25.05/scripts/rpc.py');
 
@@ -27,30 +27,18 @@ afterAll(async () => {
 
 let out = '';
 async function serve(): Promise<ChildProcess> {
-  const p = spawnTracked(process.execPath, [
-    MAIN, 'serve',
+  const v = await serveVdx([
     '--bdev', `file:name=f0,path=${img},direct=off`,
     '--bdev', 'split:base=f0,count=4',
+    // An error bdev from the command line is named as bdev_error_create names it: a restart must not restore it twice.
+    '--bdev', 'null:name=z0,size=1M', '--bdev', 'error:name=EE_z0,base=z0',
     '--export', `vhost-user:bdev=f0p1,socket=${join(dir, 'p1.sock')}`,
     '--export', `vhost-user:bdev=f0p2,socket=${join(dir, 'p2.sock')}`,
     '--rpc-socket', sock, '--vhost-socket-dir', dir, '--state-dir', join(dir, 'state'), '--log-format', 'json',
   ]);
-  out = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`vdx did not serve within 20 s:\n${out}`)), 20_000);
-    p.stderr?.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('"msg":"serving ')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    p.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`vdx exited (${code}):\n${out}`));
-    });
-  });
-  return p;
+  out = v.log();
+  v.proc.stderr?.on('data', () => (out = v.log()));
+  return v.proc;
 }
 
 /** vdx's own client; `fails` expects a refusal and returns its message. */
@@ -135,7 +123,7 @@ describe('split and passthru', () => {
     expect(w3.stdout, w3.stderr).toMatch(/wrote 65536\/65536 bytes at offset 4096/);
     expect(fileBytes(3 * PART + 4096, 65536).every((b) => b === 0x33)).toBe(true);
     const bdevCalls = ((await rpc('framework_get_config', { name: 'bdev' })) as { method: string }[]).map((c) => c.method);
-    expect(bdevCalls).toEqual(['bdev_aio_create', 'bdev_split_create', 'bdev_passthru_create', 'bdev_wait_for_examine']);
+    expect(bdevCalls).toEqual(['bdev_aio_create', 'bdev_split_create', 'bdev_null_create', 'bdev_error_create', 'bdev_passthru_create', 'bdev_wait_for_examine']);
 
     vdx.kill('SIGKILL');
     await exited(vdx);
@@ -198,7 +186,11 @@ describe('split and passthru', () => {
     expect(passed.stdout, passed.stderr).toMatch(/read 4096\/4096 bytes at offset 0/);
     await rpc('bdev_error_inject_error', { name: 'EE_f0p0', io_type: 'write', error_type: 'pending', num: 1 });
     const stuck = qemuIo(join(dir, 'ee0'), 'write -P 0x44 0 4k');
-    await new Promise((r) => setTimeout(r, 1500));
+    // The injection is used up once the write arrived: from then on it is held.
+    const injected = async () => (((await rpc('bdev_get_bdevs', { name: 'EE_f0p0' })) as BdevJson[])[0]!.driver_specific.error as { injected: Record<string, unknown> }).injected;
+    for (let i = 0; i < 100 && (await injected()).write !== undefined; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await injected()).toEqual({});
+    await new Promise((r) => setTimeout(r, 300));
     expect(fileBytes(0, 4096).every((b) => b === 0)).toBe(true); // held: not written yet
     await rpc('bdev_error_inject_error', { name: 'EE_f0p0', io_type: 'clear' });
     const released = await stuck;
@@ -260,11 +252,9 @@ describe('bdev modules (--bdev-module, "modules" in a config file)', () => {
       }),
     );
     const msock = join(dir, 'm-rpc.sock');
-    const p = spawnTracked(process.execPath, [MAIN, 'serve', '--config', cfg, '--bdev-module', join(REPO, 'test/e2e/fixtures/throwing-bdev.mjs'), '--bdev', 'throwing:name=t1,base=n1', '--export', `vhost-user:bdev=t1,socket=${join(dir, 't1.sock')}`, '--rpc-socket', msock, '--state-dir', join(dir, 'mstate'), '--log-format', 'json']);
-    let log = '';
-    p.stderr?.on('data', (d: Buffer) => (log += d.toString()));
-    for (let i = 0; i < 200 && !log.includes('"msg":"serving '); i++) await new Promise((r) => setTimeout(r, 100));
-    expect(log).toContain('"msg":"serving 5 bdevs, 2 exports');
+    const v = await serveVdx(['--config', cfg, '--bdev-module', join(REPO, 'test/e2e/fixtures/throwing-bdev.mjs'), '--bdev', 'throwing:name=t1,base=n1', '--export', `vhost-user:bdev=t1,socket=${join(dir, 't1.sock')}`, '--rpc-socket', msock, '--state-dir', join(dir, 'mstate'), '--log-format', 'json']);
+    const p = v.proc;
+    expect(v.log()).toContain('"msg":"serving 5 bdevs, 2 exports');
     const mrpc = async (method: string, params: Record<string, unknown> = {}) => {
       const r = await run(process.execPath, [MAIN, 'rpc', '--rpc-socket', msock, method, JSON.stringify(params)], { timeoutMs: 20_000 });
       expect(r.code, r.stderr).toBe(0);
@@ -279,8 +269,8 @@ describe('bdev modules (--bdev-module, "modules" in a config file)', () => {
     await mrpc('bdev_error_inject_error', { name: 'EE_g0', io_type: 'read', error_type: 'corrupt_data', num: 1, corrupt_offset: 8 * 512 + 3, corrupt_value: 0x10 });
     const bad = await qemuIo(c0, 'read -P 0x5a 0 64k');
     expect(bad.stdout + bad.stderr).toMatch(/read failed: Input\/output error/);
-    for (let i = 0; i < 50 && !log.includes('read back with CRC-32'); i++) await new Promise((r) => setTimeout(r, 100));
-    expect(log).toMatch(/crc c0: block 8 read back with CRC-32 [0-9a-f]+, written with [0-9a-f]+; the read fails with EIO/);
+    for (let i = 0; i < 50 && !v.log().includes('read back with CRC-32'); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(v.log()).toMatch(/crc c0: block 8 read back with CRC-32 [0-9a-f]+, written with [0-9a-f]+; the read fails with EIO/);
     const again = await qemuIo(c0, 'read -P 0x5a 0 64k');
     expect(again.stdout + again.stderr).not.toMatch(/Pattern verification failed|error/i);
     const listed = ((await mrpc('bdev_get_bdevs', { name: 'c0' })) as BdevJson[])[0]!;
@@ -294,8 +284,8 @@ describe('bdev modules (--bdev-module, "modules" in a config file)', () => {
     // (the client's write never completes on a broken queue: it is given 5 s)
     const t = await runInUserland(['qemu-io', '-c', 'write 0 4k', '--image-opts', `driver=virtio-blk-vhost-user,path=${join(dir, 't1.sock')},cache.direct=on`], 5000);
     expect(t.stdout).not.toMatch(/wrote 4096\/4096/);
-    for (let i = 0; i < 50 && !log.includes('this module throws on writes'); i++) await new Promise((r) => setTimeout(r, 100));
-    expect(log).toMatch(/queue poll threw \(bdev module [^)]*throwing-bdev\.mjs, type throwing\): this module throws on writes/);
+    for (let i = 0; i < 50 && !v.log().includes('this module throws on writes'); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(v.log()).toMatch(/queue poll threw \(bdev module [^)]*throwing-bdev\.mjs, type throwing\): this module throws on writes/);
     const still = await qemuIo(c0, 'read -P 0x5a 0 64k');
     expect(still.stdout + still.stderr).not.toMatch(/Pattern verification failed|error/i);
     expect(await mrpc('spdk_get_version')).toMatchObject({ version: expect.any(String) });

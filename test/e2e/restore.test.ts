@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { REPO, exited, killTracked, run, runInUserland, spawnTracked } from './vm.js';
+import { REPO, exited, killTracked, run, runInUserland, serveVdx } from './vm.js';
 
 const MAIN = join(REPO, 'dist/cli/main.js');
 const dir = mkdtempSync(join(tmpdir(), 'vdx-restore-'));
@@ -21,25 +21,12 @@ afterAll(async () => {
 });
 
 let out = '';
-/** Start vdx with the same command every time; resolve once it says it serves (the killed one's socket file is still there). */
+/** Start vdx with the same command every time; resolve once it says it serves. */
 async function serve(): Promise<ChildProcess> {
-  const p = spawnTracked(process.execPath, [MAIN, 'serve', '--bdev', 'null:name=n0,size=1M', '--rpc-socket', sock, '--vhost-socket-dir', dir, '--state-dir', stateDir, '--log-format', 'json']);
-  out = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`vdx did not serve within 20 s:\n${out}`)), 20_000);
-    p.stderr?.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('"msg":"serving ')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    p.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`vdx exited (${code}):\n${out}`));
-    });
-  });
-  return p;
+  const v = await serveVdx(['--bdev', 'null:name=n0,size=1M', '--rpc-socket', sock, '--vhost-socket-dir', dir, '--state-dir', stateDir, '--log-format', 'json']);
+  out = v.log();
+  v.proc.stderr?.on('data', () => (out = v.log()));
+  return v.proc;
 }
 const rpc = async (method: string, ...params: string[]) => {
   const r = await run(process.execPath, [MAIN, 'rpc', '--rpc-socket', sock, method, ...params], { timeoutMs: 20_000 });

@@ -172,7 +172,7 @@ describe('vdx over vhost-user, QEMU 7.2 guest', () => {
     } finally {
       vdx.kill('SIGTERM');
       expect(await exited(vdx)).toBe(0);
-      log.end();
+      await new Promise<void>((r) => log.end(r));
     }
     // fio wrote inside parts 1 and 2 only: the bytes of parts 0 and 3 are as they were (zeroes).
     const bytes = readFileSync(img);

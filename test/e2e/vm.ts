@@ -265,6 +265,31 @@ export async function waitForPath(path: string, child: ChildProcess, what: strin
   }
 }
 
+/**
+ * Start `vdx serve ARGS` and resolve once it logs that it serves (a killed
+ * one's socket files may still be there, so their presence proves nothing);
+ * `log()` is what it has written to stderr so far.
+ */
+export async function serveVdx(args: string[], timeoutMs = 20_000): Promise<{ proc: ChildProcess; log: () => string }> {
+  const proc = spawnTracked(process.execPath, [join(REPO, 'dist/cli/main.js'), 'serve', ...args]);
+  let out = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`vdx did not serve within ${timeoutMs} ms:\n${out}`)), timeoutMs);
+    proc.stderr?.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('"msg":"serving ')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`vdx exited (${code}):\n${out}`));
+    });
+  });
+  return { proc, log: () => out };
+}
+
 /** Record a measured figure for the closing note / README (test-results/e2e/timings.jsonl). */
 export function recordTiming(name: string, durationMs: number): void {
   mkdirSync(LOG_DIR, { recursive: true });
