@@ -68,6 +68,10 @@ export interface DaemonConfig {
 /** Keys every bdev type takes: kept by the registry, not the module. */
 export const COMMON_BDEV_KEYS: Record<string, string> = {
   uuid: 'the bdev\'s UUID, as bdev_get_bdevs shows it (default: a random one)',
+  'rw-ios-per-sec': 'QoS: I/O per second, reads and writes (bdev_set_qos_limit; default 0, no limit)',
+  'rw-mbytes-per-sec': 'QoS: MiB per second, reads and writes (default 0)',
+  'r-mbytes-per-sec': 'QoS: MiB per second of reads (default 0)',
+  'w-mbytes-per-sec': 'QoS: MiB per second of writes (default 0)',
 };
 
 export const EXPORT_KEYS: Record<string, Record<string, string>> = {

@@ -4,7 +4,7 @@
 // existing bdev); a bdev in use is claimed and cannot be deleted.
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { QOS_BYTES } from '../bdev/qos.js';
+import { QOS_BYTES, type QosLimit, setQosLimits } from '../bdev/qos.js';
 import { bdevModule } from '../bdev/registry.js';
 import type { BdevDesc, BdevModule } from '../bdev/types.js';
 import { ControlError, EBUSY, EEXIST, ENODEV } from './errors.js';
@@ -48,11 +48,30 @@ export interface BdevEntry {
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** Split the registry's own keys (uuid) from the module's, and normalize the latter. */
-export function normalizeBdevSpec(spec: BdevSpec): { spec: BdevSpec; uuid: string | undefined } {
-  const { type, uuid, ...keys } = spec;
+/** The QoS limits a spec may carry (the registry's, like uuid): spec key -> bdev_set_qos_limit's parameter. */
+export const QOS_SPEC_KEYS: Record<string, QosLimit> = {
+  'rw-ios-per-sec': 'rw_ios_per_sec',
+  'rw-mbytes-per-sec': 'rw_mbytes_per_sec',
+  'r-mbytes-per-sec': 'r_mbytes_per_sec',
+  'w-mbytes-per-sec': 'w_mbytes_per_sec',
+};
+
+/** Split the registry's own keys (uuid, QoS limits) from the module's, and normalize the latter. */
+export function normalizeBdevSpec(spec: BdevSpec): { spec: BdevSpec; uuid: string | undefined; qos: Partial<Record<QosLimit, number>> } {
+  const { type, uuid, ...rest } = spec;
   if (uuid !== undefined && !UUID_RE.test(uuid)) throw new Error(`${type}: uuid=${uuid} is not a UUID (e.g. ${randomUUID()})`);
-  return { spec: { type, ...bdevModule(type).normalize(keys) }, uuid: uuid?.toLowerCase() };
+  const qos: Partial<Record<QosLimit, number>> = {};
+  const keys: Record<string, string> = {};
+  for (const [k, v] of Object.entries(rest)) {
+    const limit = QOS_SPEC_KEYS[k];
+    if (limit === undefined) {
+      keys[k] = v;
+      continue;
+    }
+    if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v))) throw new Error(`${type}: ${k}=${v} must be a whole number (0: no limit)`);
+    qos[limit] = Number(v);
+  }
+  return { spec: { type, ...bdevModule(type).normalize(keys) }, uuid: uuid?.toLowerCase(), qos };
 }
 
 export class BdevRegistry {
@@ -112,7 +131,7 @@ export class BdevRegistry {
   }
 
   private async createOne(raw: BdevSpec, method: string | undefined, group: BdevEntry['group']): Promise<{ entry: BdevEntry; created: boolean }> {
-    const { spec, uuid } = normalizeBdevSpec(raw);
+    const { spec, uuid, qos } = normalizeBdevSpec(raw);
     const name = spec.name!;
     for (let p = this.creating.get(name); p; p = this.creating.get(name)) await p.catch(() => {});
     if (this.stopping) throw new ControlError(EBUSY, `vdx is shutting down; bdev '${name}' was not created`);
@@ -154,6 +173,7 @@ export class BdevRegistry {
       throw new ControlError(EBUSY, `vdx is shutting down; bdev '${name}' was not created`);
     }
     desc.qos ??= new SharedArrayBuffer(QOS_BYTES);
+    if (Object.keys(qos).length) setQosLimits(desc.qos, qos);
     const entry: BdevEntry = { desc, spec, uuid: uuid ?? randomUUID(), claims: new Map(), bases: baseNames, claimant, group, method, unwatch: undefined };
     entry.unwatch = this.watch(module, desc, name);
     this.entries.set(name, entry);

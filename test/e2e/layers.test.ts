@@ -31,7 +31,7 @@ async function serve(): Promise<ChildProcess> {
     '--bdev', `file:name=f0,path=${img},direct=off`,
     '--bdev', 'split:base=f0,count=4',
     // An error bdev from the command line is named as bdev_error_create names it: a restart must not restore it twice.
-    '--bdev', 'null:name=z0,size=1M', '--bdev', 'error:name=EE_z0,base=z0',
+    '--bdev', 'null:name=z0,size=1M,rw-ios-per-sec=50', '--bdev', 'error:name=EE_z0,base=z0',
     '--export', `vhost-user:bdev=f0p1,socket=${join(dir, 'p1.sock')}`,
     '--export', `vhost-user:bdev=f0p2,socket=${join(dir, 'p2.sock')}`,
     '--rpc-socket', sock, '--vhost-socket-dir', dir, '--state-dir', join(dir, 'state'), '--log-format', 'json',
@@ -68,6 +68,7 @@ function fileBytes(offset: number, len: number): Buffer {
 
 interface BdevJson {
   name: string;
+  assigned_rate_limits: Record<string, number>;
   num_blocks: number;
   claimed: boolean;
   claim_type?: string;
@@ -108,6 +109,9 @@ describe('split and passthru', () => {
     expect(p2).toMatchObject({ num_blocks: PART / 512, claimed: true, claimed_by: ['vhost controller f0p2'], base_bdevs: ['f0'] });
     expect(p2.driver_specific.split).toEqual({ base_bdev: 'f0', offset_blocks: (2 * PART) / 512 });
 
+    // A limit given on the command line, as bdev_set_qos_limit would set it.
+    expect(bdevs.find((b) => b.name === 'z0')).toMatchObject({ assigned_rate_limits: { rw_ios_per_sec: 50, rw_mbytes_per_sec: 0 } });
+
     // What an orchestrator is told when it gets it wrong.
     expect(await rpc('vhost_create_blk_controller', { ctrlr: 'whole', dev_name: 'f0' }, true)).toMatch(/bdev 'f0' is claimed for writing by split f0; use that, or export 'f0' with readonly=on/);
     await rpc('vhost_create_blk_controller', { ctrlr: 'whole-ro', dev_name: 'f0', readonly: true });
@@ -123,7 +127,7 @@ describe('split and passthru', () => {
     expect(w3.stdout, w3.stderr).toMatch(/wrote 65536\/65536 bytes at offset 4096/);
     expect(fileBytes(3 * PART + 4096, 65536).every((b) => b === 0x33)).toBe(true);
     const bdevCalls = ((await rpc('framework_get_config', { name: 'bdev' })) as { method: string }[]).map((c) => c.method);
-    expect(bdevCalls).toEqual(['bdev_aio_create', 'bdev_split_create', 'bdev_null_create', 'bdev_error_create', 'bdev_passthru_create', 'bdev_wait_for_examine']);
+    expect(bdevCalls).toEqual(['bdev_aio_create', 'bdev_split_create', 'bdev_null_create', 'bdev_error_create', 'bdev_passthru_create', 'bdev_set_qos_limit', 'bdev_wait_for_examine']);
 
     vdx.kill('SIGKILL');
     await exited(vdx);

@@ -129,41 +129,38 @@ describe('vdx over vhost-user, QEMU 7.2 guest', () => {
     expect(new Set(last.values()).size).toBe(2);
   });
 
-  test('file bdev split in 4: two parts exported on two reactors, fio verify on both at once; the other parts stay untouched', async () => {
+  test('file bdev split in 4, each part exported, on two reactors: fio verify on two parts at once; the other parts stay untouched', async () => {
     const img = image(64 * MiB);
     const PART = 16 * MiB;
-    const sockets = [join(dir, 'p1.sock'), join(dir, 'p2.sock')];
+    const sockets = [0, 1, 2, 3].map((i) => join(dir, `p${i}.sock`));
     mkdirSync(LOG_DIR, { recursive: true });
     const logPath = join(LOG_DIR, 'vdx-split.log');
     const vdx = spawnTracked(process.execPath, [
       join(REPO, 'dist/cli/main.js'), 'serve', '--reactors', '2', '--cpumask', '0x3',
       '--bdev', `file:name=f0,path=${img}`, '--bdev', 'split:base=f0,count=4',
-      '--export', `vhost-user:bdev=f0p1,socket=${sockets[0]},num-queues=2`,
-      '--export', `vhost-user:bdev=f0p2,socket=${sockets[1]},num-queues=2`,
+      ...sockets.flatMap((sock, i) => ['--export', `vhost-user:bdev=f0p${i},socket=${sock},num-queues=2`]),
       '--rpc-socket', 'none', '--log-format', 'json',
     ]);
     const log = createWriteStream(logPath);
     vdx.stderr?.pipe(log);
-    await waitForPath(sockets[1]!, vdx, 'vdx');
+    for (const sock of sockets) await waitForPath(sock, vdx, 'vdx');
     try {
       const r = await runGuest({
         name: 'vdx-split',
         script: [
           '. "$VDX_SRC/test/e2e/guest/lib.sh"',
-          'for d in vda vdb; do wait_until 20 test -b /dev/$d || fail "no /dev/$d"; done',
-          `for d in vda vdb; do [ "$(cat /sys/block/$d/size)" = ${PART / 512} ] || fail "/dev/$d has $(cat /sys/block/$d/size) sectors, not ${PART / 512}"; done`,
-          'FIO_SIZE=12M BLK_DEV=vda bash "$VDX_SRC/test/e2e/guest/checks/fio-verify.sh" >/tmp/fio-a.log 2>&1 & A=$!',
-          'FIO_SIZE=12M BLK_DEV=vdb bash "$VDX_SRC/test/e2e/guest/checks/fio-verify.sh" >/tmp/fio-b.log 2>&1 & B=$!',
-          'wait $A || { cat /tmp/fio-a.log; fail "fio verify on vda (f0p1)"; }',
-          'wait $B || { cat /tmp/fio-b.log; fail "fio verify on vdb (f0p2)"; }',
+          'for d in vda vdb vdc vdd; do wait_until 20 test -b /dev/$d || fail "no /dev/$d"; done',
+          `for d in vda vdb vdc vdd; do [ "$(cat /sys/block/$d/size)" = ${PART / 512} ] || fail "/dev/$d has $(cat /sys/block/$d/size) sectors, not ${PART / 512}"; done`,
+          '# vdb and vdc are parts 1 and 2 (devices in order)',
+          'FIO_SIZE=12M BLK_DEV=vdb bash "$VDX_SRC/test/e2e/guest/checks/fio-verify.sh" >/tmp/fio-a.log 2>&1 & A=$!',
+          'FIO_SIZE=12M BLK_DEV=vdc bash "$VDX_SRC/test/e2e/guest/checks/fio-verify.sh" >/tmp/fio-b.log 2>&1 & B=$!',
+          'wait $A || { cat /tmp/fio-a.log; fail "fio verify on vdb (f0p1)"; }',
+          'wait $B || { cat /tmp/fio-b.log; fail "fio verify on vdc (f0p2)"; }',
           'cat /tmp/fio-a.log /tmp/fio-b.log',
           'echo SPLIT-FIO-OK',
         ].join('\n'),
         sharedMemory: true,
-        qemuArgs: [
-          '-chardev', `socket,id=vu0,path=${sockets[0]}`, '-device', 'vhost-user-blk-pci,chardev=vu0,num-queues=2',
-          '-chardev', `socket,id=vu1,path=${sockets[1]}`, '-device', 'vhost-user-blk-pci,chardev=vu1,num-queues=2',
-        ],
+        qemuArgs: sockets.flatMap((sock, i) => ['-chardev', `socket,id=vu${i},path=${sock}`, '-device', `vhost-user-blk-pci,chardev=vu${i},num-queues=2`]),
       });
       recordTiming('vdx-split', r.durationMs);
       expectGuestOk(r);

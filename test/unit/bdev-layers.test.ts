@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import { describe, expect, test } from 'vitest';
 import { delayBdev, updateLatency } from '../../src/bdev/delay.js';
 import { errorBdev, inject, type Injection } from '../../src/bdev/error.js';
+import { qosLimits } from '../../src/bdev/qos.js';
 import { ForwardChannel } from '../../src/bdev/layer.js';
 import { mallocBdev } from '../../src/bdev/malloc.js';
 import { splitBdev } from '../../src/bdev/split.js';
@@ -301,6 +302,16 @@ describe('registry: layers claim their bases', () => {
     expect(entries[1]!.params).toEqual({ base_bdev: 'm0', split_count: 2 });
     expect(entries[2]!.params).toMatchObject({ base_bdev_name: 'm0p1', name: 'pt' });
     expect(entries[4]!.params).toEqual({ base_bdev: 'm1', split_count: 2, split_size_mb: 2 });
+    await reg.clear();
+  });
+
+  test('QoS limits in a spec are the registry\'s keys: set at create, shown as SPDK shows them, bad values refused', async () => {
+    const reg = new BdevRegistry(log);
+    const { entry } = await reg.create({ type: 'null', name: 'q0', size: String(MiB), 'rw-ios-per-sec': '500', 'r-mbytes-per-sec': '20' });
+    expect(qosLimits(entry.desc.qos!)).toEqual({ rw_ios_per_sec: 500, rw_mbytes_per_sec: 0, r_mbytes_per_sec: 20, w_mbytes_per_sec: 0 });
+    expect(entry.spec).not.toHaveProperty('rw-ios-per-sec'); // run-time state: save_config writes bdev_set_qos_limit
+    await expect(reg.create({ type: 'null', name: 'q1', size: String(MiB), 'w-mbytes-per-sec': 'fast' })).rejects.toThrow(/w-mbytes-per-sec=fast must be a whole number \(0: no limit\)/);
+    expect(bdevConfigEntries(reg.list()).map((c) => c.method)).toEqual(['bdev_null_create', 'bdev_set_qos_limit']);
     await reg.clear();
   });
 
