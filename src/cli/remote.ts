@@ -2,7 +2,6 @@
 // error is one line and exit status 1; a usage error exit status 2.
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { BDEV_MODULES } from '../bdev/registry.js';
 import { bdevFromSpec, exportFromSpec, parseSpec } from '../config/config.js';
 import { rpcCall, RpcCallError } from '../rpc/client.js';
 import { DEFAULT_RPC_SOCKET } from '../daemon-options.js';
@@ -98,9 +97,7 @@ export function addRemoteCommands(program: Command): void {
     .action(async (spec: string, o: Conn) => {
       let type: string, name: string | undefined, keys: Record<string, string>;
       try {
-        // A user module's type is known to the daemon that loaded it, not here: it checks the keys.
-        const parsed = parseSpec('--bdev', spec);
-        const { type: t, name: n, ...k } = Object.hasOwn(BDEV_MODULES, parsed.type) ? bdevFromSpec(spec) : { type: parsed.type, ...parsed.keys };
+        const { type: t, name: n, ...k } = bdevFromSpec(spec);
         type = t;
         name = n;
         keys = k;

@@ -45,12 +45,23 @@ export interface NbdServerOptions {
   /** qemu-nbd: image and options; nbdkit: plugin, its arguments and --filter=... */
   args: string[];
   logName: string;
+  /**
+   * Start it again when it dies on its own (not by kill/stop), as a service
+   * manager would: nbdkit 1.32 can abort on a connection its client closed
+   * with replies in flight (connections.c raw_send_socket: Assertion
+   * `sock >= 0' failed). Only for a server whose data outlives it (a file).
+   */
+  restartIfItDies?: boolean;
 }
 
 /** One server process; start() again after kill() restarts it on the same address. */
 export class NbdServer {
   private child: ChildProcess | undefined;
   private starts = 0;
+  /** the last start, so a caller can wait for a server being started again */
+  private starting: Promise<void> = Promise.resolve();
+  /** how often it died on its own and was started again */
+  deaths = 0;
 
   constructor(readonly o: NbdServerOptions) {}
 
@@ -58,7 +69,17 @@ export class NbdServer {
     return this.o.socket !== undefined ? `nbd+unix:///?socket=${this.o.socket}` : `nbd://127.0.0.1:${this.o.port}/`;
   }
 
-  async start(): Promise<void> {
+  start(): Promise<void> {
+    this.starting = this.spawn();
+    return this.starting;
+  }
+
+  /** Resolves once the server listens (after a start, or a restart after it died). */
+  ready(): Promise<void> {
+    return this.starting;
+  }
+
+  private async spawn(): Promise<void> {
     const o = this.o;
     // nbdkit leaves its socket behind; qemu-nbd refuses a stale one.
     if (o.socket) rmSync(o.socket, { force: true });
@@ -70,8 +91,20 @@ export class NbdServer {
     this.child = spawnTracked(o.kind, args);
     mkdirSync(LOG_DIR, { recursive: true });
     const log = createWriteStream(join(LOG_DIR, `${o.logName}.${++this.starts}.log`));
-    this.child.stdout?.pipe(log);
-    this.child.stderr?.pipe(log);
+    this.child.stdout?.pipe(log, { end: false });
+    this.child.stderr?.pipe(log, { end: false });
+    // A server that dies on its own (not by kill/stop below) says how, for the test's log.
+    const child = this.child;
+    child.once('exit', (code, signal) => {
+      const onItsOwn = this.child === child;
+      if (onItsOwn) log.write(`\n[test] ${o.kind} exited on its own: code ${code}, signal ${signal}${o.restartIfItDies ? '; starting it again' : ''}\n`);
+      log.end();
+      if (onItsOwn && o.restartIfItDies) {
+        this.deaths++;
+        this.child = undefined;
+        void this.start().catch(() => {});
+      }
+    });
     if (o.socket) await waitForPath(o.socket, this.child, o.kind);
     else await waitForPort(o.port!, this.child, o.kind);
   }

@@ -42,8 +42,14 @@ describe('vdx restart under guest I/O, vhost-user, QEMU 7.2 reconnect=1', () => 
         writeFileSync(p, '');
         truncateSync(p, 64 * MiB);
       }
-      const slowServer = (n: string) =>
-        new NbdServer({ kind: 'nbdkit', socket: join(dir, `slow-${n}.sock`), args: ['--filter=delay', 'memory', '64M', 'rdelay=20ms', 'wdelay=2ms'], logName: `nbd-restart-slow-${n}` });
+      // Files, not memory: nbdkit 1.32 can abort when a killed vdx leaves replies in
+      // flight, and a server started again must still hold what fio wrote.
+      const slowServer = (n: string) => {
+        const file = join(dir, `slow-${n}.img`);
+        writeFileSync(file, '');
+        truncateSync(file, 64 * MiB);
+        return new NbdServer({ kind: 'nbdkit', socket: join(dir, `slow-${n}.sock`), args: ['--filter=delay', 'file', file, 'rdelay=20ms', 'wdelay=2ms'], logName: `nbd-restart-slow-${n}`, restartIfItDies: true });
+      };
       const slow = { c: slowServer('c'), d: slowServer('d') };
       await slow.c.start();
       await slow.d.start();
@@ -62,6 +68,7 @@ describe('vdx restart under guest I/O, vhost-user, QEMU 7.2 reconnect=1', () => 
       const log = createWriteStream(logPath);
       let generation = 0;
       const start = async (): Promise<ChildProcess> => {
+        await Promise.all([slow.c.ready(), slow.d.ready()]);
         const child = spawnTracked(process.execPath, args);
         child.stdout?.pipe(log, { end: false });
         child.stderr?.pipe(log, { end: false });
@@ -148,7 +155,7 @@ describe('vdx restart under guest I/O, vhost-user, QEMU 7.2 reconnect=1', () => 
       for (const n of ['c', 'd']) expect(resumed.filter((l) => l.export === n).reduce((k, l) => k + (l.resubmitted ?? 0), 0)).toBeGreaterThan(0);
       expect(lines.some((l) => /queue broken|not started/.test(l.msg ?? ''))).toBe(false);
       expect(lines.some((l) => /SIGUSR2: stopping for an upgrade/.test(l.msg ?? ''))).toBe(true);
-      process.stderr.write(`restart: vdx down ${downMs.join(', ')} ms (SIGKILL to listening again); ${r.output.split('\n').filter((l) => l.startsWith('fio ')).join('; ')}\n`);
+      process.stderr.write(`restart: vdx down ${downMs.join(', ')} ms (SIGKILL to listening again); nbdkit died on its own and was started again ${slow.c.deaths + slow.d.deaths} times; ${r.output.split('\n').filter((l) => l.startsWith('fio ')).join('; ')}\n`);
       vdx.kill('SIGTERM');
       expect(await exited(vdx)).toBe(0);
       await slow.c.stop();

@@ -23,7 +23,7 @@ mark scrape-2; await scraped-2
 # Phases of PHASE_S seconds, churn off and on in turn (quiet first and last, so
 # every churn phase has a quiet one either side), over one fio run; each
 # line of phases.txt: phase, churn on/off, reads completed, time in ns.
-PHASES=${PHASES:-13}; PHASE_S=${PHASE_S:-3}
+PHASES=${PHASES:-19}; PHASE_S=${PHASE_S:-2}
 # fio runs until the phases are over (each phase takes PHASE_S and a little more
 # under TCG), then is stopped with SIGTERM, which ends it cleanly with its report
 # (sent to fio itself: a background job of a script ignores SIGINT).

@@ -39,9 +39,9 @@ read4k /dev/vdc 16 || fail "read after errors were switched off"
 echo "PHASE-C-OK"
 
 step "(d) qemu-nbd killed and restarted during fio on vda"
-fio_verify /dev/vda "${FIO_SIZE_D:-32M}" >/tmp/fio-d.txt 2>&1 &
+fio_verify /dev/vda "${FIO_SIZE_D:-64M}" >/tmp/fio-d.txt 2>&1 &
 FIO=$!
-sleep "${KILL_AFTER:-3}"
+sleep "${KILL_AFTER:-1}"
 kill -0 $FIO 2>/dev/null || { cat /tmp/fio-d.txt; fail "fio ended before the server was killed; raise FIO_SIZE_D"; }
 ask restart-a
 wait $FIO || { cat /tmp/fio-d.txt; fail "fio verify across the server restart"; }
