@@ -618,6 +618,12 @@ export class VduseDevice {
     if (rc < 0) throw new Error(`VDUSE_DEV_INJECT_CONFIG_IRQ: ${errnoName(-rc)}`);
   }
 
+  /** Interrupt the driver again for the config it has (it re-reads it; an unchanged capacity changes nothing). */
+  announceConfig(): void {
+    const rc = this.ctx.native.ioctl(this.dev, VDUSE_DEV_INJECT_CONFIG_IRQ, null);
+    if (rc < 0) throw new Error(`VDUSE_DEV_INJECT_CONFIG_IRQ: ${errnoName(-rc)}`);
+  }
+
   /** Stop serving and destroy the device; the caller has taken it off the vDPA bus. False if there was none. */
   async destroy(): Promise<boolean> {
     if (this.ctl < 0) return false;
