@@ -8,7 +8,7 @@ import { ControlError } from '../../control/errors.js';
 import { invalidParams } from '../errors.js';
 import { method, type Method } from '../method.js';
 import { int, nonEmpty, oneOf, str, u32, u64 } from '../schema.js';
-import { createBdev, createBdevs } from './bdev.js';
+import { createBdev, createBdevs, deleteMethod } from './bdev.js';
 import type { RpcContext } from './context.js';
 
 const MiB = 1 << 20;
@@ -63,10 +63,7 @@ export const layerMethods: Record<string, Method<RpcContext>> = {
       return (await createBdev(ctx, spec, 'bdev_delay_create')).desc.info.name;
     },
   ),
-  bdev_delay_delete: method('delete a delay bdev', { name: nonEmpty.describe('name of the delay bdev') }, async (p, ctx) => {
-    await ctx.bdevs.delete(p.name, 'delay');
-    return true;
-  }),
+  bdev_delay_delete: deleteMethod('delay', 'delay'),
   bdev_delay_update_latency: method(
     'change one latency of a delay bdev at run time',
     {
@@ -99,10 +96,7 @@ export const layerMethods: Record<string, Method<RpcContext>> = {
       return (await createBdev(ctx, spec, 'bdev_error_create')).desc.info.name;
     },
   ),
-  bdev_error_delete: method('delete an error bdev', { name: nonEmpty.describe('name of the error bdev') }, async (p, ctx) => {
-    await ctx.bdevs.delete(p.name, 'error');
-    return true;
-  }),
+  bdev_error_delete: deleteMethod('error', 'error'),
   bdev_error_inject_error: method(
     'fail (failure), hold (pending, until cleared) or corrupt (corrupt_data, reads) the next num I/Os of io_type on an error bdev; io_type clear ends every injection and lets held I/O go on',
     {
@@ -131,8 +125,5 @@ export const layerMethods: Record<string, Method<RpcContext>> = {
     },
   ),
 
-  bdev_passthru_delete: method('delete a passthru bdev', { name: nonEmpty.describe('name of the passthru bdev') }, async (p, ctx) => {
-    await ctx.bdevs.delete(p.name, 'passthru');
-    return true;
-  }),
+  bdev_passthru_delete: deleteMethod('passthru', 'passthru'),
 };
