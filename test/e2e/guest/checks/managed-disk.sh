@@ -20,25 +20,35 @@ randread counted 6 || { cat /tmp/fio-counted.err; fail "fio counted failed"; }
 step "fio counted done"
 mark scrape-2; await scraped-2
 
-# Phases of PHASE_S seconds, churn off and on in turn (quiet first and last, so
-# every churn phase has a quiet one either side), over one fio run; each
-# line of phases.txt: phase, churn on/off, reads completed, time in ns.
-PHASES=${PHASES:-19}; PHASE_S=${PHASE_S:-2}
-# fio runs until the phases are over (each phase takes PHASE_S and a little more
-# under TCG), then is stopped with SIGTERM, which ends it cleanly with its report
-# (sent to fio itself: a background job of a script ignores SIGINT).
+# Phases of PER_PHASE windows of WINDOW_S seconds, churn off and on in turn
+# (quiet first and last), over one fio run; each line of phases.txt: phase,
+# churn on/off, reads completed, time in ns. The sampler forks nothing (a read
+# of the stat file, $EPOCHREALTIME, and a timed read of a fifo nobody writes as
+# its sleep): under TCG each fork costs fio tens of milliseconds of its vCPU.
+PHASES=${PHASES:-33}; PER_PHASE=${PER_PHASE:-6}; WINDOW_S=${WINDOW_S:-0.2}
+# fio runs until the phases are over, then is stopped with SIGTERM, which ends
+# it cleanly with its report (sent to fio itself: a background job of a script
+# ignores SIGINT).
 randread churn 600 &
 FIO=$!
 sleep 2
-reads() { awk '{ print $1 }' /sys/block/vda/stat; }
+mkfifo /tmp/nap
+exec 9<>/tmp/nap
+sample() { # sample PHASE STATE
+  local r _
+  read -r r _ </sys/block/vda/stat
+  echo "$1 $2 $r ${EPOCHREALTIME/./}000" >>"$VDX_RUN/phases.txt"
+}
 : >"$VDX_RUN/phases.txt"
-for p in $(seq 1 "$PHASES"); do
-  if [ $((p % 2)) = 0 ]; then mark "on-$p"; state=on; else state=off; fi
-  echo "$p $state $(reads) $(date +%s%N)" >>"$VDX_RUN/phases.txt"
-  sleep "$PHASE_S"
-  [ $state = on ] && mark "off-$p"
+for ((p = 1; p <= PHASES; p++)); do
+  if ((p % 2 == 0)); then : >"$VDX_RUN/on-$p"; state=on; else state=off; fi
+  for ((w = 0; w < PER_PHASE; w++)); do
+    sample $p $state
+    read -r -t "$WINDOW_S" -u 9 || true
+  done
+  [ $state = on ] && : >"$VDX_RUN/off-$p"
 done
-echo "end end $(reads) $(date +%s%N)" >>"$VDX_RUN/phases.txt"
+sample end end
 mark churn-done
 pkill -TERM -f -- '--name=churn '
 wait $FIO || true
