@@ -10,6 +10,7 @@ import { mallocBdev } from './malloc.js';
 import { nbdBdev } from './nbd/index.js';
 import { nullBdev } from './null.js';
 import { passthruBdev } from './passthru.js';
+import { raid1Bdev } from './raid1.js';
 import { rbdBdev } from './rbd.js';
 import { splitBdev } from './split.js';
 import type { BdevModule } from './types.js';
@@ -24,7 +25,14 @@ export const BDEV_MODULES: Record<string, BdevModule> = {
   passthru: passthruBdev,
   delay: delayBdev,
   error: errorBdev,
+  raid1: raid1Bdev,
 };
+
+/** The bdevs a layer's spec names as its bases (none for a bdev that is not a layer). */
+export function layerBaseNames(m: BdevModule, spec: Record<string, string>): string[] {
+  if (m.baseNames) return m.baseNames(spec);
+  return (m.baseKeys ?? []).map((k) => spec[k]).filter((v): v is string => v !== undefined);
+}
 
 /** type -> the file a user module came from */
 const SOURCES = new Map<string, string>();
@@ -46,7 +54,7 @@ export function resolveModulePath(path: string, base = process.cwd()): string {
 }
 
 const REQUIRED_FUNCTIONS = ['normalize', 'create', 'open', 'describe', 'destroy'] as const;
-const OPTIONAL_FUNCTIONS = ['resize', 'watch', 'expand', 'names'] as const;
+const OPTIONAL_FUNCTIONS = ['resize', 'watch', 'expand', 'names', 'baseNames'] as const;
 
 /**
  * Import a user's ES module and register the bdev types it exports (its
@@ -115,6 +123,7 @@ function register(raw: unknown, source: string): string {
     ...(mod.watch ? { watch: named('watch', mod.watch) } : {}),
     ...(mod.expand ? { expand: named('expand', mod.expand) } : {}),
     ...(mod.names ? { names: named('names', mod.names) } : {}),
+    ...(mod.baseNames ? { baseNames: named('baseNames', mod.baseNames) } : {}),
   };
   BDEV_MODULES[type] = wrapped;
   SOURCES.set(type, source);

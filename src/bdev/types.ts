@@ -148,6 +148,11 @@ export interface BdevModule {
    */
   readonly baseKeys?: readonly string[];
   /**
+   * A layer on a list of bases (raid1's members=f0+f1): their names, from a
+   * spec; when given, it stands in for baseKeys.
+   */
+  baseNames?(spec: Record<string, string>): string[];
+  /**
    * A spec that stands for several bdevs (split's count=): the specs of each,
    * normalized, given the bases' descriptions. The registry creates them one
    * by one; `names` lists them without the bases (for config checks).

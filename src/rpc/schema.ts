@@ -66,6 +66,9 @@ export const sizeArg = new Field<string>('a size in bytes, or a string such as "
   return undefined;
 }, false, '');
 
+/** A list of bdev names (bdev_raid_create's base_bdevs). */
+export const nameList = new Field<string[]>('an array of non-empty strings', (v) => (Array.isArray(v) && v.every((x) => typeof x === 'string' && x.length > 0) ? (v as string[]) : undefined), false, '');
+
 export const logicalBlockSize = int(512, 4096).where('512 or 4096', (v) => v === 512 || v === 4096);
 export function powerOfTwo(min: number, max: number): Field<number> {
   return int(min, max).where(`a power of two in ${min}..${max}`, (v) => (v & (v - 1)) === 0);

@@ -87,6 +87,8 @@ export function bdevConfigEntry(e: BdevEntry): ConfigEntry {
       // Injections are run-time state, not configuration (SPDK saves none either).
       if (s.name === `EE_${s.base}`) return { method: 'bdev_error_create', params: { base_name: s.base, uuid: e.uuid } };
       return { method: 'bdev_create', params: { type: 'error', name: s.name, keys: { base: s.base, uuid: e.uuid } } };
+    case 'raid1':
+      return { method: 'bdev_raid_create', params: { name: s.name, raid_level: 'raid1', base_bdevs: s.members!.split('+'), uuid: e.uuid } };
     case 'passthru':
       return { method: 'bdev_passthru_create', params: { base_bdev_name: s.base, name: s.name, uuid: e.uuid } };
     default: {

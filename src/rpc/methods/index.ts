@@ -2,6 +2,7 @@
 import type { MethodTable } from '../method.js';
 import { bdevMethods } from './bdev.js';
 import { layerMethods } from './bdev-layers.js';
+import { raidMethods } from './bdev-raid.js';
 import { nbdMethods } from './bdev-nbd.js';
 import { rbdMethods } from './bdev-rbd.js';
 import { exportMethods } from './export.js';
@@ -10,4 +11,4 @@ import { frameworkMethods } from './framework.js';
 import { vduseMethods } from './vduse.js';
 import { vhostMethods } from './vhost.js';
 
-export const METHODS: MethodTable<RpcContext> = { ...frameworkMethods, ...bdevMethods, ...rbdMethods, ...nbdMethods, ...layerMethods, ...vhostMethods, ...vduseMethods, ...exportMethods };
+export const METHODS: MethodTable<RpcContext> = { ...frameworkMethods, ...bdevMethods, ...rbdMethods, ...nbdMethods, ...layerMethods, ...raidMethods, ...vhostMethods, ...vduseMethods, ...exportMethods };
