@@ -15,7 +15,8 @@
         "native/notify.cc",
         "native/clock.cc",
         "native/rbd.cc",
-        "native/net.cc"
+        "native/net.cc",
+        "native/crypto.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],

@@ -68,6 +68,7 @@ static Napi::Object InitShim(Napi::Env env, Napi::Object exports) {
   vdx::InitClock(env, exports);
   vdx::InitRbd(env, exports);
   vdx::InitNet(env, exports);
+  vdx::InitCrypto(env, exports);
   return exports;
 }
 

@@ -31,5 +31,6 @@ void InitNotify(Napi::Env env, Napi::Object exports);
 void InitClock(Napi::Env env, Napi::Object exports);
 void InitRbd(Napi::Env env, Napi::Object exports);
 void InitNet(Napi::Env env, Napi::Object exports);
+void InitCrypto(Napi::Env env, Napi::Object exports);
 
 }  // namespace vdx

@@ -12,6 +12,8 @@ PACKAGES=(
   qemu-system-x86 qemu-system-common qemu-utils
   # used inside the guest from the shared host root
   e2fsprogs iproute2 fio coreutils
+  # e2e (crypt): the guest's own dm-crypt opens what vdx's crypt bdev wrote, and the reverse
+  cryptsetup-bin
   # e2e (container.test.ts): a vdx disk handed to a container in the guest; podman brings
   # conmon and containers-common, crun is named so that apt does not settle for runc
   podman crun

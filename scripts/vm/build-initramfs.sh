@@ -10,8 +10,9 @@ set -euo pipefail
 
 # What the guest loads at boot. Dependencies come from the kernel's modules.dep;
 # crc32c_generic is listed by hand because ext4 asks the crypto API for crc32c at
-# mount time, which modules.dep cannot know.
-MODULES=(virtio_blk 9p 9pnet_virtio ext4 crc32c_generic vdpa vduse virtio_vdpa vhost_vdpa ublk_drv)
+# mount time, which modules.dep cannot know; xts likewise, which dm-crypt asks
+# for when a table names aes-xts-plain64 (the crypt e2e, with loop).
+MODULES=(virtio_blk 9p 9pnet_virtio ext4 crc32c_generic vdpa vduse virtio_vdpa vhost_vdpa ublk_drv loop dm_crypt xts)
 
 need_cmd cpio cpio
 need_cmd xz xz-utils

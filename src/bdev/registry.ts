@@ -3,6 +3,7 @@
 // registered by the daemon in its main thread and in every reactor.
 import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { cryptBdev } from './crypt.js';
 import { delayBdev } from './delay.js';
 import { errorBdev } from './error.js';
 import { fileBdev } from './file.js';
@@ -26,6 +27,7 @@ export const BDEV_MODULES: Record<string, BdevModule> = {
   delay: delayBdev,
   error: errorBdev,
   raid1: raid1Bdev,
+  crypt: cryptBdev,
 };
 
 /** The bdevs a layer's spec names as its bases (none for a bdev that is not a layer). */

@@ -67,6 +67,12 @@ export interface NativeShim {
   ftruncate(fd: number, length: number): void;
   memcpy(dstAddr: number, srcAddr: number, length: number): void;
   memset(dstAddr: number, byte: number, length: number): void;
+  // AES-XTS (native/crypto.cc), through the OpenSSL inside Node
+  /** key of 32 or 64 bytes -> a context id for this thread; throws EINVAL */
+  xtsCreate(key: Uint8Array): number;
+  /** 0 or -EINVAL; one XTS data unit per sectorSize bytes, tweak = firstIv + k * ivStep */
+  xtsCrypt(id: number, encrypt: number, srcAddr: number, dstAddr: number, length: number, sectorSize: number, firstIv: number, ivStep: number): number;
+  xtsFree(id: number): void;
   /** 0 or -errno */
   madvise(addr: number, length: number, advice: number): number;
   readonly MADV_DONTNEED: number;
@@ -133,7 +139,7 @@ const REQUIRED = [
   'ftruncate', 'memcpy', 'memset', 'madvise', 'unixListen', 'unixConnect', 'socketPair', 'accept', 'setNonblocking',
   'recvMsg', 'sendMsg', 'FdWatcher', 'epollCreate', 'epollCtl', 'epollWait', 'uringSetup', 'uringEnter',
   'uringRegisterEventfd', 'uringRegisterFiles', 'ioctl', 'read', 'write', 'netlinkOpen', 'pinThread', 'allowedCpus',
-  'unixDgramSend', 'clockMonotonicUs',
+  'unixDgramSend', 'clockMonotonicUs', 'xtsCreate', 'xtsCrypt', 'xtsFree',
 ] as const satisfies readonly (keyof NativeShim)[];
 
 interface ShimError {

@@ -32,6 +32,16 @@ describe('vdx over VDUSE', () => {
   });
 });
 
+describe('vdx over VDUSE: crypt', () => {
+  test('ext4 written through a crypt bdev opens with the guest\'s dm-crypt (cryptsetup plain, aes-xts-plain64), and a dm-crypt volume reads through vdx', async () => {
+    const r = await runGuest({ name: 'vdx-crypt-vduse', script: 'exec bash "$VDX_SRC/test/e2e/guest/checks/crypt-vduse.sh"', timeoutMs: 300_000 });
+    recordTiming('vdx-crypt-vduse', r.durationMs);
+    expectGuestOk(r);
+    expect(r.output).toContain('DM-CRYPT-READS-VDX-OK');
+    expect(r.output).toContain('VDX-READS-DM-CRYPT-OK');
+  });
+});
+
 describe('vdx over VDUSE: restart', () => {
   test('SIGKILLed three times and stopped for an upgrade once under fio: /dev/vdX keeps its major:minor and open file, libblkio on vhost_vdpa keeps its data; mismatched or foreign devices refused', async () => {
     const r = await runGuest({ name: 'vdx-vduse-restart', script: 'exec bash "$VDX_SRC/test/e2e/guest/checks/vdx-vduse-restart.sh"', timeoutMs: 420_000 });

@@ -89,6 +89,14 @@ export function bdevConfigEntry(e: BdevEntry): ConfigEntry {
       return { method: 'bdev_create', params: { type: 'error', name: s.name, keys: { base: s.base, uuid: e.uuid } } };
     case 'raid1':
       return { method: 'bdev_raid_create', params: { name: s.name, raid_level: 'raid1', base_bdevs: s.members!.split('+'), uuid: e.uuid } };
+    case 'crypt':
+      return {
+        method: 'bdev_crypto_create',
+        params: {
+          base_bdev_name: s.base, name: s.name, key_file: s['key-file'], ...(s['key-size'] ? { key_size: s['key-size'] } : {}),
+          cipher: 'aes-xts-plain64', sector_size: s['sector-size'], iv_large_sectors: s['iv-large-sectors'] === 'on', uuid: e.uuid,
+        },
+      };
     case 'passthru':
       return { method: 'bdev_passthru_create', params: { base_bdev_name: s.base, name: s.name, uuid: e.uuid } };
     default: {

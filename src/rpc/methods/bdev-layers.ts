@@ -7,7 +7,7 @@ import { DELAY_KEYS, MAX_DELAY_US, updateLatency, type DelayKey } from '../../bd
 import { ControlError } from '../../control/errors.js';
 import { invalidParams } from '../errors.js';
 import { method, type Method } from '../method.js';
-import { int, nonEmpty, oneOf, str, u32, u64 } from '../schema.js';
+import { bool, int, nonEmpty, oneOf, str, u32, u64 } from '../schema.js';
 import { createBdev, createBdevs, deleteMethod } from './bdev.js';
 import type { RpcContext } from './context.js';
 
@@ -126,4 +126,34 @@ export const layerMethods: Record<string, Method<RpcContext>> = {
   ),
 
   bdev_passthru_delete: deleteMethod('passthru', 'passthru'),
+
+  bdev_crypto_create: method(
+    'create a crypt bdev on a base: AES-XTS as dm-crypt plain mode (aes-xts-plain64) writes it, with the raw key read from key_file',
+    {
+      base_bdev_name: nonEmpty.describe('the bdev that holds the ciphertext'),
+      name: nonEmpty.describe('name of the crypt bdev'),
+      key_file: nonEmpty.optional().describe('vdx: file with the raw key, 32 or 64 bytes'),
+      key_size: oneOf('256', '512').optional().describe('vdx: key size in bits (default: the file\'s length)'),
+      cipher: oneOf('AES_XTS', 'aes-xts-plain64').optional(),
+      sector_size: oneOf('512', '4096').optional().describe('vdx: encryption sector size, also the block size (default 512)'),
+      iv_large_sectors: bool.optional().describe('vdx: IVs in sector_size units (cryptsetup --iv-large-sectors)'),
+      key_name: str.optional(),
+      crypto_pmd: str.optional(),
+      key: str.optional(),
+      uuid: str.optional(),
+    },
+    async (p, ctx) => {
+      if (p.key_name !== undefined || p.key !== undefined || p.crypto_pmd !== undefined) {
+        throw invalidParams('key_name/key/crypto_pmd: vdx has no accel key store; give the raw key in a file, key_file (32 or 64 bytes)');
+      }
+      if (p.key_file === undefined) throw invalidParams('key_file is required: a file holding the raw key (32 or 64 bytes)');
+      const spec: BdevSpec = { type: 'crypt', name: p.name, base: p.base_bdev_name, 'key-file': p.key_file };
+      if (p.key_size !== undefined) spec['key-size'] = p.key_size;
+      if (p.sector_size !== undefined) spec['sector-size'] = p.sector_size;
+      if (p.iv_large_sectors !== undefined) spec['iv-large-sectors'] = p.iv_large_sectors ? 'on' : 'off';
+      if (p.uuid !== undefined) spec.uuid = p.uuid;
+      return (await createBdev(ctx, spec, 'bdev_crypto_create')).desc.info.name;
+    },
+  ),
+  bdev_crypto_delete: deleteMethod('crypt', 'crypt'),
 };
