@@ -19,6 +19,7 @@ import { METHODS } from './rpc/methods/index.js';
 import { RpcServer } from './rpc/server.js';
 import { SUBSYSTEMS, subsystemConfig } from './rpc/methods/framework.js';
 import { RunningState } from './running-state.js';
+import { RaidStates } from './control/raid-state.js';
 import { CounterRegistry } from './metrics/counters.js';
 import { renderPrometheus } from './metrics/prometheus.js';
 import { type MetricsServer, startMetricsServer } from './metrics/server.js';
@@ -58,6 +59,8 @@ export class Daemon implements RpcContext {
   readonly vhostSocketDir: string;
   /** VDUSE devices' records and in-flight logs, and the running state */
   private readonly stateDir: string;
+  /** which mirror members are out of step, kept for the next vdx */
+  private readonly raidStates: RaidStates;
   /** what RPC calls made, for the next vdx on this socket (none without a socket) */
   private readonly running: RunningState | undefined;
   /** "kind:name" of what the command line made: it makes them again itself, so they are not kept */
@@ -74,6 +77,7 @@ export class Daemon implements RpcContext {
     this.reactors = { count: config.reactors, cpus: config.cpus, idleSpinUs: config.idleSpinUs };
     this.vhostSocketDir = opts.vhostSocketDir;
     this.stateDir = opts.stateDir ?? DEFAULT_STATE_DIR;
+    this.raidStates = new RaidStates(this.stateDir, this.log);
     this.running = opts.rpcSocket ? new RunningState(this.stateDir, opts.rpcSocket) : undefined;
   }
 
@@ -97,7 +101,8 @@ export class Daemon implements RpcContext {
       for (const r of pool.reactors) {
         r.on('log', (level, msg, data) => this.log[level]({ component: 'reactor', reactor: r.index, ...data }, msg));
       }
-      this.bdevsRef = new BdevRegistry(this.log, (name) => this.storeResized(name));
+      this.bdevsRef = new BdevRegistry(this.log, (name) => this.storeResized(name), (e) => this.raidStates.restore(e));
+      this.raidStates.start(() => this.bdevsRef?.list() ?? []);
       this.exportsRef = new ExportRegistry(this.native, pool, this.bdevsRef, this.log, this.counters, this.stateDir);
       if (this.config.saved) await this.replay(this.config.saved.where, this.config.saved.doc);
       for (const b of this.config.bdevs) await this.bdevs.create(b);
@@ -260,6 +265,8 @@ export class Daemon implements RpcContext {
     this.rpc = undefined;
     await this.metricsServer?.close();
     this.metricsServer = undefined;
+    // The mirrors' last member states, before their bdevs go.
+    this.raidStates.stop(this.bdevsRef?.list() ?? []);
     await this.exportsRef?.clear(keep);
     // Everything went: the next vdx starts from its command line alone. (Removed
     // only now: a kill during the stop leaves what is left to be taken back.)

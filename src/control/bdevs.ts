@@ -82,10 +82,11 @@ export class BdevRegistry {
   /** bdevs whose delete is closing them: listed still, but nothing may use, claim or delete them again */
   private readonly dying = new Set<string>();
 
-  /** `changed` hears of a size change a module saw in its store (made outside vdx). */
+  /** `changed` hears of a size change a module saw in its store (made outside vdx); `made` of each bdev created. */
   constructor(
     private readonly log: Logger,
     private readonly changed: (name: string) => void = () => {},
+    private readonly made: (entry: BdevEntry) => void = () => {},
   ) {}
 
   /**
@@ -178,6 +179,7 @@ export class BdevRegistry {
     entry.unwatch = this.watch(module, desc, name);
     this.entries.set(name, entry);
     this.log.info({ component: 'bdev', name, type, sizeBytes: desc.info.sizeBytes, ...(baseNames.length ? { bases: baseNames } : {}) }, 'bdev created');
+    this.made(entry);
     return { entry, created: true };
   }
 

@@ -302,3 +302,45 @@ describe('raid1 in the registry', () => {
     await reg.clear();
   });
 });
+
+describe('raid1 member states across a restart (state dir)', () => {
+  test('a member out of step stays failed in the next vdx; a record of other members is ignored; a deleted mirror\'s record goes', async () => {
+    const { mkdtempSync, existsSync, readFileSync, rmSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { RaidStates } = await import('../../src/control/raid-state.js');
+    const dir = mkdtempSync(join(tmpdir(), 'vdx-raid-state-'));
+    const log = pino({ level: 'silent' });
+    const daemon = async () => {
+      const states = new RaidStates(dir, log);
+      const reg = new BdevRegistry(log, () => {}, (e) => states.restore(e));
+      await reg.create({ type: 'malloc', name: 'm0', size: String(4 * MiB) });
+      await reg.create({ type: 'malloc', name: 'm1', size: String(4 * MiB) });
+      const { entry } = await reg.create({ type: 'raid1', name: 'r0', members: 'm0+m1' });
+      return { states, reg, entry };
+    };
+    const first = await daemon();
+    first.states.sync(first.reg.list());
+    raidRemoveMember(first.entry.desc, 'm1');
+    first.states.sync(first.reg.list());
+    expect(JSON.parse(readFileSync(join(dir, 'raid1-r0.json'), 'utf8'))).toEqual({ members: ['m0', 'm1'], outOfStep: ['m1'] });
+    await first.reg.clear();
+
+    const second = await daemon();
+    expect(states(second.entry.desc)).toEqual(['online', 'failed']);
+    raidAddMember(second.entry.desc, 'm1'); // rebuilding is out of step too
+    second.states.sync(second.reg.list());
+    expect(JSON.parse(readFileSync(join(dir, 'raid1-r0.json'), 'utf8')).outOfStep).toEqual(['m1']);
+    await second.reg.clear();
+
+    writeFileSync(join(dir, 'raid1-r0.json'), JSON.stringify({ members: ['x', 'y'], outOfStep: ['y'] }));
+    const third = await daemon();
+    expect(states(third.entry.desc)).toEqual(['online', 'online']);
+    third.states.sync(third.reg.list());
+    await third.reg.delete('r0');
+    third.states.sync(third.reg.list());
+    expect(existsSync(join(dir, 'raid1-r0.json'))).toBe(false);
+    await third.reg.clear();
+    rmSync(dir, { recursive: true, force: true });
+  });
+});
