@@ -13,6 +13,9 @@
 // --clients poll,wait picks how the client waits for completions: "poll" spins
 // on the rings, "wait" sleeps until the daemon's interrupt, as a VM's guest does
 // (default: both for the remote backends, poll for the others);
+// passthru (vdx: passthru over malloc) shows the cost of one layer against the
+// malloc row; crypt is vdx's crypt bdev over malloc against QSD's luks driver
+// (aes-xts-plain64, 512-bit key) over the tmpfs file;
 // the remote backends (rbd: a one-node Ceph cluster on 127.0.0.1 made by
 // scripts/ceph/cluster.sh; nbd: qemu-nbd on a unix socket) serve both peers from
 // the same image or export, and run at QD1/QD32 on one queue; `rbd bench` on the
@@ -25,6 +28,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } 
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const CACHE = process.env.VDX_CACHE ?? '/var/cache/vdx';
@@ -41,7 +45,7 @@ const OUT = resolve(opt('out', join(REPO, 'results', `bench-${stamp}`)));
 const SIZE = 1 << 30;
 
 const list = (name, dflt) => (opt(name) === undefined ? dflt : opt(name).split(','));
-const KNOWN_BACKENDS = ['null', 'malloc', 'file', 'rbd', 'nbd'];
+const KNOWN_BACKENDS = ['null', 'malloc', 'file', 'rbd', 'nbd', 'passthru', 'crypt'];
 const REMOTE = new Set(['rbd', 'nbd']);
 const BACKENDS = list('backends', quick ? ['null', 'malloc'] : KNOWN_BACKENDS);
 const RWS = list('rws', quick ? ['read'] : ['read', 'write']);
@@ -77,9 +81,20 @@ function client() {
 
 const FILE_IMG = '/var/tmp/vdx-bench.img';
 const SHM_IMG = '/dev/shm/vdx-bench.img';
+/** QSD's side of the crypt rows: a LUKS image on tmpfs, its payload allocated like SHM_IMG */
+const LUKS_IMG = '/dev/shm/vdx-bench-luks.img';
+const LUKS_SECRET = 'vdx-bench';
+const KEY_FILE = join(tmpdir(), 'vdx-bench-crypt.key');
 function images() {
   for (const p of [FILE_IMG, SHM_IMG]) {
     if (!existsSync(p) || statSync(p).size !== SIZE) execFileSync('fallocate', ['-l', String(SIZE), p]);
+  }
+  if (BACKENDS.includes('crypt')) {
+    if (!existsSync(LUKS_IMG)) {
+      execFileSync('qemu-img', ['create', '-q', '-f', 'luks', '--object', `secret,id=sec0,data=${LUKS_SECRET}`,
+        '-o', 'key-secret=sec0,cipher-alg=aes-256,cipher-mode=xts,ivgen-alg=plain64,iter-time=10,preallocation=falloc', LUKS_IMG, String(SIZE)]);
+    }
+    if (!existsSync(KEY_FILE)) writeFileSync(KEY_FILE, randomBytes(64), { mode: 0o600 });
   }
 }
 
@@ -136,15 +151,17 @@ function rbdBench(rw, threads) {
 function peerCommand(peer, backend, socket, queues) {
   if (peer === 'vdx' || peer === 'base') {
     // malloc is populated like QSD's fallocated tmpfs file: both start with every page present.
-    const bdev = {
-      null: 'null:size=1G',
-      malloc: 'malloc:size=1G,populate=on',
-      file: `file:path=${FILE_IMG},direct=on`,
-      rbd: remote.rbd && `rbd:pool=rbd,image=${RBD_IMAGE},conf=${remote.rbd.conf}`,
-      nbd: remote.nbd && `nbd:path=${remote.nbd.socket}`,
+    const bdevs = {
+      null: ['null:size=1G,name=d0'],
+      malloc: ['malloc:size=1G,populate=on,name=d0'],
+      file: [`file:path=${FILE_IMG},direct=on,name=d0`],
+      rbd: remote.rbd && [`rbd:pool=rbd,image=${RBD_IMAGE},conf=${remote.rbd.conf},name=d0`],
+      nbd: remote.nbd && [`nbd:path=${remote.nbd.socket},name=d0`],
+      passthru: ['malloc:size=1G,populate=on,name=m0', 'passthru:name=d0,base=m0'],
+      crypt: ['malloc:size=1G,populate=on,name=m0', `crypt:name=d0,base=m0,key-file=${KEY_FILE}`],
     }[backend];
     const root = peer === 'base' ? AB : REPO;
-    return [process.execPath, [join(root, 'dist/cli/main.js'), 'serve', '--bdev', `${bdev},name=d0`, '--export', `vhost-user:bdev=d0,socket=${socket},num-queues=${queues}`, '--rpc-socket', 'none', '--log-level', 'warn', '--log-format', 'json', ...(peer === 'base' ? BASE_ARGS : VDX_ARGS)]];
+    return [process.execPath, [join(root, 'dist/cli/main.js'), 'serve', ...bdevs.flatMap((b) => ['--bdev', b]), '--export', `vhost-user:bdev=d0,socket=${socket},num-queues=${queues}`, '--rpc-socket', 'none', '--log-level', 'warn', '--log-format', 'json', ...(peer === 'base' ? BASE_ARGS : VDX_ARGS)]];
   }
   const blockdev = {
     null: `null-co,node-name=d0,size=${SIZE}`,
@@ -153,8 +170,12 @@ function peerCommand(peer, backend, socket, queues) {
     // cache.direct=on: librbd's cache off, as vdx's rbd bdev has it by default
     rbd: remote.rbd && `rbd,node-name=d0,pool=rbd,image=${RBD_IMAGE},conf=${remote.rbd.conf},cache.direct=on`,
     nbd: remote.nbd && `nbd,node-name=d0,server.type=unix,server.path=${remote.nbd.socket}`,
+    passthru: `file,node-name=d0,filename=${SHM_IMG},aio=io_uring`,
   }[backend];
-  return ['qemu-storage-daemon', ['--object', 'iothread,id=io0', '--blockdev', blockdev, '--export', `vhost-user-blk,id=e0,node-name=d0,addr.type=unix,addr.path=${socket},writable=on,num-queues=${queues},iothread=io0`]];
+  const crypt = backend === 'crypt'
+    ? ['--object', `secret,id=sec0,data=${LUKS_SECRET}`, '--blockdev', `file,node-name=f0,filename=${LUKS_IMG},aio=io_uring`, '--blockdev', 'luks,node-name=d0,file=f0,key-secret=sec0']
+    : ['--blockdev', blockdev];
+  return ['qemu-storage-daemon', ['--object', 'iothread,id=io0', ...crypt, '--export', `vhost-user-blk,id=e0,node-name=d0,addr.type=unix,addr.path=${socket},writable=on,num-queues=${queues},iothread=io0`]];
 }
 
 /** Peak resident memory of a process (VmHWM), MiB. */
@@ -460,6 +481,30 @@ function addSection(md, jsonName, data) {
   lines.push('', ...md, '');
   writeFileSync(join(OUT, 'results.md'), lines.join('\n'));
   writeFileSync(join(OUT, jsonName), `${JSON.stringify(data, null, 2)}\n`);
+}
+{
+  // The layers against their base: passthru's cost, crypt's cost and its CPU per GiB moved.
+  const same = (r, backend) => results.find((x) => x.backend === backend && x.rw === r.rw && x.qd === r.qd && x.queues === r.queues && x.client === r.client);
+  const layered = results.filter((r) => (r.backend === 'passthru' || r.backend === 'crypt') && same(r, 'malloc'));
+  if (layered.length > 0) {
+    const perGiB = (x) => x.daemon_cpu / ((x.iops * 4096) / 2 ** 30);
+    addSection(
+      [
+        '## Layers over malloc',
+        '',
+        'vdx with a layer over its malloc bdev against vdx on the bare malloc bdev (the malloc rows above), same client; CPU per GiB is the daemon\'s core-seconds per GiB moved.',
+        '',
+        '| layer | client | rw | QD | queues | layer IOPS | malloc IOPS | layer/malloc | layer CPU s/GiB | malloc CPU s/GiB |',
+        '|---|---|---|---|---|---|---|---|---|---|',
+        ...layered.map((r) => {
+          const m = same(r, 'malloc');
+          return `| ${r.backend} | ${r.client} | rand${r.rw} | ${r.qd} | ${r.queues} | ${fmt(r.vdx.iops)} | ${fmt(m.vdx.iops)} | ${fmt(r.vdx.iops / m.vdx.iops, 2)} | ${fmt(perGiB(r.vdx), 2)} | ${fmt(perGiB(m.vdx), 2)} |`;
+        }),
+      ],
+      'layers.json',
+      layered.map((r) => ({ layer: r.backend, rw: r.rw, qd: r.qd, queues: r.queues, client: r.client, iops: r.vdx.iops, malloc_iops: same(r, 'malloc').vdx.iops })),
+    );
+  }
 }
 if (Object.keys(ceiling).length > 0) {
   const row = (key, client) => results.find((r) => r.backend === 'rbd' && r.client === client && `rand${r.rw} qd${r.qd}` === key);
