@@ -22,13 +22,16 @@ struct Xts {
 };
 
 std::mutex tableLock;
-// id -> contexts; a freed id keeps nullptrs and is reused.
+// id -> contexts; a freed id keeps nullptrs and is reused. Entries are copied
+// out under the lock: another thread's create may grow (move) the vector. A
+// context itself is used only by the thread that made it.
 std::vector<Xts> table;
 
-Xts* Lookup(int32_t id) {
+bool Lookup(int32_t id, Xts* out) {
   std::lock_guard<std::mutex> g(tableLock);
-  if (id < 0 || static_cast<size_t>(id) >= table.size() || table[id].enc == nullptr) return nullptr;
-  return &table[id];
+  if (id < 0 || static_cast<size_t>(id) >= table.size() || table[id].enc == nullptr) return false;
+  *out = table[id];
+  return true;
 }
 
 }  // namespace
@@ -79,9 +82,9 @@ static Napi::Value XtsCrypt(const Napi::CallbackInfo& info) {
       !ArgSize(info, 4, &len) || !ArgUint32(info, 5, &sectorSize) || !ArgSize(info, 6, &firstIv) || !ArgUint32(info, 7, &ivStep)) {
     return env.Undefined();
   }
-  Xts* x = Lookup(id);
-  if (x == nullptr || sectorSize < 16 || len % sectorSize != 0) return Napi::Number::New(env, -EINVAL);
-  EVP_CIPHER_CTX* ctx = encrypt ? x->enc : x->dec;
+  Xts x;
+  if (!Lookup(id, &x) || sectorSize < 16 || len % sectorSize != 0) return Napi::Number::New(env, -EINVAL);
+  EVP_CIPHER_CTX* ctx = encrypt ? x.enc : x.dec;
   unsigned char iv[16];
   uint64_t n = firstIv;
   for (size_t off = 0; off < len; off += sectorSize, n += ivStep) {

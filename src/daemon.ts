@@ -265,8 +265,6 @@ export class Daemon implements RpcContext {
     this.rpc = undefined;
     await this.metricsServer?.close();
     this.metricsServer = undefined;
-    // The mirrors' last member states, before their bdevs go.
-    this.raidStates.stop(this.bdevsRef?.list() ?? []);
     await this.exportsRef?.clear(keep);
     // Everything went: the next vdx starts from its command line alone. (Removed
     // only now: a kill during the stop leaves what is left to be taken back.)
@@ -274,6 +272,8 @@ export class Daemon implements RpcContext {
     this.exportsRef = undefined;
     await this.poolRef?.shutdown();
     this.poolRef = undefined;
+    // The mirrors' last member states (a member may have failed while the queues drained), before their bdevs go.
+    this.raidStates.stop(this.bdevsRef?.list() ?? []);
     await this.bdevsRef?.clear();
     this.bdevsRef = undefined;
   }

@@ -13,8 +13,8 @@
 // --clients poll,wait picks how the client waits for completions: "poll" spins
 // on the rings, "wait" sleeps until the daemon's interrupt, as a VM's guest does
 // (default: both for the remote backends, poll for the others);
-// passthru (vdx: passthru over malloc) shows the cost of one layer against the
-// malloc row; crypt is vdx's crypt bdev over malloc against QSD's luks driver
+// passthru (vdx: passthru over malloc) shows the cost of one layer against vdx
+// on the bare malloc bdev, run in the same rounds; crypt is vdx's crypt bdev over malloc against QSD's luks driver
 // (aes-xts-plain64, 512-bit key) over the tmpfs file;
 // the remote backends (rbd: a one-node Ceph cluster on 127.0.0.1 made by
 // scripts/ceph/cluster.sh; nbd: qemu-nbd on a unix socket) serve both peers from
@@ -47,6 +47,8 @@ const SIZE = 1 << 30;
 const list = (name, dflt) => (opt(name) === undefined ? dflt : opt(name).split(','));
 const KNOWN_BACKENDS = ['null', 'malloc', 'file', 'rbd', 'nbd', 'passthru', 'crypt'];
 const REMOTE = new Set(['rbd', 'nbd']);
+/** Layers over malloc: their rows also run vdx on the bare malloc bdev ("bare"), in the same rounds, for the layer's own cost. */
+const LAYERS = new Set(['passthru', 'crypt']);
 const BACKENDS = list('backends', quick ? ['null', 'malloc'] : KNOWN_BACKENDS);
 const RWS = list('rws', quick ? ['read'] : ['read', 'write']);
 const QDS = list('qds', quick ? [1, 32] : [1, 32, 128]).map(Number);
@@ -149,6 +151,7 @@ function rbdBench(rw, threads) {
 }
 
 function peerCommand(peer, backend, socket, queues) {
+  if (peer === 'bare') return peerCommand('vdx', 'malloc', socket, queues);
   if (peer === 'vdx' || peer === 'base') {
     // malloc is populated like QSD's fallocated tmpfs file: both start with every page present.
     const bdevs = {
@@ -431,14 +434,16 @@ process.on('exit', () => {
   if (remote.rbd) spawn('bash', [join(REPO, 'scripts/ceph/cluster.sh'), 'stop', remote.rbd.dir], { stdio: 'ignore', detached: true });
 });
 for (const b of new Set(configs.map((c) => c.backend))) if (REMOTE.has(b)) await startRemote(b);
-const total = configs.length * ROUNDS * 2;
+const total = configs.reduce((n, c) => n + ROUNDS * (LAYERS.has(c.backend) ? 3 : 2), 0);
 let done = 0;
 const results = [];
 for (const cfg of configs) {
-  const runs = { vdx: [], [OTHER]: [] };
+  const peers = LAYERS.has(cfg.backend) ? ['vdx', OTHER, 'bare'] : ['vdx', OTHER];
+  const runs = Object.fromEntries(peers.map((p) => [p, []]));
   for (let round = 0; round < ROUNDS; round++) {
-    // Alternate who goes first: this machine's noise drifts over seconds.
-    const order = (round + configs.indexOf(cfg)) % 2 ? [OTHER, 'vdx'] : ['vdx', OTHER];
+    // Rotate who goes first: this machine's noise drifts over seconds.
+    const k = (round + configs.indexOf(cfg)) % peers.length;
+    const order = [...peers.slice(k), ...peers.slice(0, k)];
     for (const peer of order) {
       progress(done, total, `${peer} ${cfg.backend} rand${cfg.rw} qd${cfg.qd} q${cfg.queues} ${cfg.client}`);
       runs[peer].push(await runOne(bin, peer, cfg));
@@ -446,7 +451,7 @@ for (const cfg of configs) {
     }
   }
   const med = (peer) => Object.fromEntries(['iops', 'p50_us', 'p99_us', 'client_cpu', 'daemon_cpu', 'daemon_rss_mib'].map((k) => [k, median(runs[peer].map((r) => r[k]))]));
-  results.push({ ...cfg, label: `${cfg.backend} rand${cfg.rw} qd${cfg.qd} q${cfg.queues}${cfg.client === 'poll' ? '' : ` ${cfg.client}`}`, vdx: med('vdx'), [OTHER]: med(OTHER), runs });
+  results.push({ ...cfg, label: `${cfg.backend} rand${cfg.rw} qd${cfg.qd} q${cfg.queues}${cfg.client === 'poll' ? '' : ` ${cfg.client}`}`, vdx: med('vdx'), [OTHER]: med(OTHER), ...(runs.bare ? { bare: med('bare') } : {}), runs });
 }
 progress(total, total, 'done');
 const ceiling = {};
@@ -484,25 +489,21 @@ function addSection(md, jsonName, data) {
 }
 {
   // The layers against their base: passthru's cost, crypt's cost and its CPU per GiB moved.
-  const same = (r, backend) => results.find((x) => x.backend === backend && x.rw === r.rw && x.qd === r.qd && x.queues === r.queues && x.client === r.client);
-  const layered = results.filter((r) => (r.backend === 'passthru' || r.backend === 'crypt') && same(r, 'malloc'));
+  const layered = results.filter((r) => r.bare);
   if (layered.length > 0) {
     const perGiB = (x) => x.daemon_cpu / ((x.iops * 4096) / 2 ** 30);
     addSection(
       [
         '## Layers over malloc',
         '',
-        'vdx with a layer over its malloc bdev against vdx on the bare malloc bdev (the malloc rows above), same client; CPU per GiB is the daemon\'s core-seconds per GiB moved.',
+        'vdx with a layer over its malloc bdev against vdx on the bare malloc bdev, run in the same rounds as the row above (order rotated), same client; CPU per GiB is the daemon\'s core-seconds per GiB moved.',
         '',
         '| layer | client | rw | QD | queues | layer IOPS | malloc IOPS | layer/malloc | layer CPU s/GiB | malloc CPU s/GiB |',
         '|---|---|---|---|---|---|---|---|---|---|',
-        ...layered.map((r) => {
-          const m = same(r, 'malloc');
-          return `| ${r.backend} | ${r.client} | rand${r.rw} | ${r.qd} | ${r.queues} | ${fmt(r.vdx.iops)} | ${fmt(m.vdx.iops)} | ${fmt(r.vdx.iops / m.vdx.iops, 2)} | ${fmt(perGiB(r.vdx), 2)} | ${fmt(perGiB(m.vdx), 2)} |`;
-        }),
+        ...layered.map((r) => `| ${r.backend} | ${r.client} | rand${r.rw} | ${r.qd} | ${r.queues} | ${fmt(r.vdx.iops)} | ${fmt(r.bare.iops)} | ${fmt(r.vdx.iops / r.bare.iops, 2)} | ${fmt(perGiB(r.vdx), 2)} | ${fmt(perGiB(r.bare), 2)} |`),
       ],
       'layers.json',
-      layered.map((r) => ({ layer: r.backend, rw: r.rw, qd: r.qd, queues: r.queues, client: r.client, iops: r.vdx.iops, malloc_iops: same(r, 'malloc').vdx.iops })),
+      layered.map((r) => ({ layer: r.backend, rw: r.rw, qd: r.qd, queues: r.queues, client: r.client, iops: r.vdx.iops, malloc_iops: r.bare.iops, cpu_s_per_gib: perGiB(r.vdx), malloc_cpu_s_per_gib: perGiB(r.bare) })),
     );
   }
 }

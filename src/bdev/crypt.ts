@@ -65,7 +65,8 @@ class CryptChannel implements Channel {
     private readonly ctx: ChannelContext,
   ) {
     this.native = loadNative();
-    this.copiesLater = base.copiesLater === true;
+    // Reads are decrypted in guest memory after submit returned, from the base's completion.
+    this.copiesLater = true;
     this.sector = desc.info.blockSize;
     const large = desc.params.ivLargeSectors === true;
     this.ivStep = large ? 1 : this.sector / 512;
@@ -267,7 +268,13 @@ export const cryptBdev: BdevModule = {
     key.fill(0);
     // The key must be one OpenSSL takes (it refuses two equal halves): found now, not on a reactor.
     const n = loadNative();
-    n.xtsFree(n.xtsCreate(new Uint8Array(shared)));
+    const k = new Uint8Array(shared);
+    const half = bytes / 2;
+    if (k.subarray(0, half).every((b, i) => b === k[half + i])) {
+      k.fill(0);
+      throw new Error(`crypt: the key in key-file=${spec['key-file']} has two equal halves; XTS needs two different keys (OpenSSL refuses such a key)`);
+    }
+    n.xtsFree(n.xtsCreate(k));
     const sizeBytes = Math.floor(base.info.sizeBytes / sector) * sector;
     if (sizeBytes === 0) throw new Error(`crypt: ${base.info.name} is smaller than one ${sector}-byte sector`);
     return {

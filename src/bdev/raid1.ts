@@ -30,7 +30,13 @@ const STATE_NAMES = ['online', 'failed', 'rebuilding'] as const;
 export const CHUNK_BYTES = 1 << 20;
 
 // Int32 slots of desc.shared
-const ONLINE_COUNT = MAX_MEMBERS;
+/**
+ * The members online, one bit each: what counts for reads and for a write's
+ * success. A member leaves it (and its state becomes failed) in one CAS that
+ * refuses to empty it, so two reactors failing two members at once cannot
+ * take the last copy out of service.
+ */
+const ONLINE_MASK = MAX_MEMBERS;
 const OWNER = MAX_MEMBERS + 1;
 const NEXT_ID = MAX_MEMBERS + 2;
 /** the chunk being copied, -1 none */
@@ -58,18 +64,16 @@ class MirrorOp {
   parent: BdevIo = undefined as unknown as BdevIo;
   /** children not yet completed */
   pending = 0;
-  /** children that succeeded on a member that was online when sent */
-  ok = 0;
   status = 0;
   /** members a read has tried, by bit */
   tried = 0;
-  /** members online when a write was sent, by bit: only their success keeps the data */
-  online = 0;
+  /** members the write succeeded on, by bit: it is done if one of them is still online at the end */
+  okMask = 0;
   firstChunk = 0;
   lastChunk = -1;
 }
 
-type Rebuild = { gen: number; phase: 'lock' | 'drain' | 'reading' | 'writing'; chunk: number; source: number; lenBytes: number };
+type Rebuild = { gen: number; phase: 'lock' | 'drain' | 'reading' | 'writing' | 'flushing'; chunk: number; source: number; lenBytes: number };
 
 /** Buffers of rebuilds whose channel closed with a copy under way: the kernel may still write there, so they are never unmapped. */
 const ORPHANED: HostBuffer[] = [];
@@ -120,10 +124,9 @@ class Raid1Channel implements Channel {
     const op = this.freeOps.pop() ?? new MirrorOp();
     op.parent = io;
     op.pending = 0;
-    op.ok = 0;
     op.status = 0;
     op.tried = 0;
-    op.online = 0;
+    op.okMask = 0;
     op.lastChunk = -1;
     const rc = io.op === IoOp.READ ? this.read(op) : this.write(op);
     if (rc === DEFERRED) {
@@ -145,7 +148,7 @@ class Raid1Channel implements Channel {
   private read(op: MirrorOp): number {
     for (let k = 0; k < this.n; k++) {
       const m = (this.rr + k) % this.n;
-      if (op.tried & (1 << m) || Atomics.load(this.s, m) !== MEMBER.online) continue;
+      if (op.tried & (1 << m) || !isOnline(this.s, m)) continue;
       op.tried |= 1 << m;
       const rc = this.send(op, m, op.parent);
       if (rc === 0) {
@@ -175,11 +178,9 @@ class Raid1Channel implements Channel {
     for (let m = 0; m < this.n; m++) {
       const state = Atomics.load(this.s, m);
       if (state === MEMBER.failed || (io.op === IoOp.FLUSH && !this.flushes[m])) continue;
-      if (state === MEMBER.online) op.online |= 1 << m;
       const r = this.send(op, m, io);
       if (r === 0) continue;
       rc = r;
-      op.online &= ~(1 << m);
       this.memberFailed(m, r, 'a write');
     }
     if (op.pending > 0) return 0;
@@ -245,14 +246,16 @@ class Raid1Channel implements Channel {
       return;
     }
     if (status === 0) {
-      if (op.online & (1 << m)) op.ok++;
+      op.okMask |= 1 << m;
     } else {
       op.status = status;
       this.memberFailed(m, status, op.parent.op === IoOp.FLUSH ? 'a flush' : 'a write');
     }
     if (op.pending > 0) return;
     this.releaseChunks(op);
-    this.finish(op, op.ok > 0 ? 0 : op.status || EIO);
+    // Done only if a member that holds it is online now: one that took the
+    // write may have been failed by another reactor meanwhile.
+    this.finish(op, (op.okMask & Atomics.load(this.s, ONLINE_MASK)) !== 0 ? 0 : op.status || EIO);
   }
 
   private releaseChunks(op: MirrorOp): void {
@@ -275,26 +278,21 @@ class Raid1Channel implements Channel {
    * logs it, once for all reactors.
    */
   private memberFailed(m: number, status: number, what: string): void {
-    const state = Atomics.load(this.s, m);
-    if (state === MEMBER.rebuilding) {
-      if (Atomics.compareExchange(this.s, m, MEMBER.rebuilding, MEMBER.failed) !== MEMBER.rebuilding) return;
-      Atomics.add(this.s, GENERATION, 1);
+    const r = failMember(this.s, m);
+    if (r === 'rebuilding') {
       this.ctx.log('warn', `raid1 ${this.desc.info.name}: member ${this.names[m]} failed ${what} (errno ${-status}) while it was rebuilt; the rebuild stops`, { member: this.names[m] });
-      return;
+    } else if (r === 'online') {
+      this.ctx.log('warn', `raid1 ${this.desc.info.name}: member ${this.names[m]} failed ${what} (errno ${-status}); the mirror goes on from the others`, { member: this.names[m] });
     }
-    if (state !== MEMBER.online) return;
-    if (!takeOnline(this.s)) return;
-    if (Atomics.compareExchange(this.s, m, MEMBER.online, MEMBER.failed) !== MEMBER.online) {
-      Atomics.add(this.s, ONLINE_COUNT, 1);
-      return;
-    }
-    this.ctx.log('warn', `raid1 ${this.desc.info.name}: member ${this.names[m]} failed ${what} (errno ${-status}); the mirror goes on from the others`, { member: this.names[m] });
   }
 
   poll(): number {
     let work = 0;
     if (this.early.size() > 0) work += this.early.drain();
-    if (this.waiting.size() > 0) work += this.retryWaiting();
+    // Writes waiting for the lock, or a copy waiting for writes, keep the
+    // reactor polling: what they wait for may happen on another reactor, which
+    // has no way to wake this one.
+    if (this.waiting.size() > 0) work += this.retryWaiting() + (this.waiting.size() > 0 ? 1 : 0);
     if (this.rebuild !== undefined || Atomics.load(this.s, TARGET) >= 0) work += this.rebuildStep();
     return work;
   }
@@ -306,9 +304,8 @@ class Raid1Channel implements Channel {
       const op = this.freeOps.pop() ?? new MirrorOp();
       op.parent = io;
       op.pending = 0;
-      op.ok = 0;
-      op.status = 0;
-      op.online = 0;
+        op.status = 0;
+      op.okMask = 0;
       op.lastChunk = -1;
       const rc = this.write(op);
       if (rc === DEFERRED) {
@@ -344,7 +341,7 @@ class Raid1Channel implements Channel {
       rb = this.rebuild = { gen: Atomics.load(s, GENERATION), phase: 'lock', chunk: 0, source: -1, lenBytes: 0 };
       this.ctx.log('info', `raid1 ${this.desc.info.name}: rebuilding ${this.names[target]} from chunk ${Atomics.load(s, CURSOR)}`, { member: this.names[target] });
     }
-    if (rb.phase === 'reading' || rb.phase === 'writing') return 0;
+    if (rb.phase === 'reading' || rb.phase === 'writing' || rb.phase === 'flushing') return 0;
     const target = Atomics.load(s, TARGET);
     if (Atomics.load(s, GENERATION) !== rb.gen || target < 0 || Atomics.load(s, target) !== MEMBER.rebuilding) {
       // Called off (the target failed or was removed), or started again from 0 (taken up afresh next pass).
@@ -355,11 +352,9 @@ class Raid1Channel implements Channel {
     if (rb.phase === 'lock') {
       const chunk = Atomics.load(s, CURSOR);
       if (chunk * CHUNK_BYTES >= this.sizeBytes) {
-        Atomics.store(s, target, MEMBER.online);
-        Atomics.add(s, ONLINE_COUNT, 1);
-        Atomics.store(s, TARGET, -1);
-        this.ctx.log('info', `raid1 ${this.desc.info.name}: member ${this.names[target]} rebuilt; it is online`, { member: this.names[target] });
-        this.endRebuild();
+        // The copy reaches the member's media before the member counts.
+        if (this.flushes[target]) this.copy(IoOp.FLUSH, target, rb);
+        else this.rebuilt(target);
         return 1;
       }
       rb.chunk = chunk;
@@ -368,11 +363,11 @@ class Raid1Channel implements Channel {
       rb.phase = 'drain';
     }
     // drain: the writes under way in the chunk finish first.
-    if (Atomics.load(s, COUNTERS + (rb.chunk % HASH)) !== 0) return 0;
+    if (Atomics.load(s, COUNTERS + (rb.chunk % HASH)) !== 0) return 1;
     let source = -1;
     for (let k = 0; k < this.n && source < 0; k++) {
       const m = (this.rr + k) % this.n;
-      if (Atomics.load(s, m) === MEMBER.online) source = m;
+      if (isOnline(s, m)) source = m;
     }
     if (source < 0) {
       this.abandon(target, 'no online member is left to copy from');
@@ -383,18 +378,19 @@ class Raid1Channel implements Channel {
     return 1;
   }
 
-  private copy(op: typeof IoOp.READ | typeof IoOp.WRITE, m: number, rb: Rebuild): void {
+  private copy(op: typeof IoOp.READ | typeof IoOp.WRITE | typeof IoOp.FLUSH, m: number, rb: Rebuild): void {
     const c = this.rebuildChild;
+    const flush = op === IoOp.FLUSH;
     c.op = op;
-    c.offsetBytes = rb.chunk * CHUNK_BYTES;
-    c.lenBytes = rb.lenBytes;
+    c.offsetBytes = flush ? 0 : rb.chunk * CHUNK_BYTES;
+    c.lenBytes = flush ? 0 : rb.lenBytes;
     c.unmap = false;
-    c.niov = 1;
+    c.niov = flush ? 0 : 1;
     c.iov[0] = this.buffer!.addr;
     c.iov[1] = rb.lenBytes;
     c.status = 0;
     c.slot = m;
-    rb.phase = op === IoOp.READ ? 'reading' : 'writing';
+    rb.phase = op === IoOp.READ ? 'reading' : flush ? 'flushing' : 'writing';
     const rc = this.members[m]!.submit(c);
     if (rc < 0) {
       c.status = rc;
@@ -411,7 +407,7 @@ class Raid1Channel implements Channel {
       if (status < 0) {
         this.memberFailed(m, status, 'a rebuild read');
         // The last online member cannot be failed: its unreadable chunk cannot be copied either.
-        if (Atomics.load(this.s, m) === MEMBER.online) this.abandon(Atomics.load(this.s, TARGET), `${this.names[m]}, the last online member, failed to read chunk ${rb.chunk} (errno ${-status})`);
+        if (isOnline(this.s, m)) this.abandon(Atomics.load(this.s, TARGET), `${this.names[m]}, the last online member, failed to read chunk ${rb.chunk} (errno ${-status})`);
         else rb.phase = 'drain';
         return;
       }
@@ -424,13 +420,29 @@ class Raid1Channel implements Channel {
       return;
     }
     if (status < 0) {
-      this.memberFailed(m, status, 'a rebuild write');
+      this.memberFailed(m, status, rb.phase === 'flushing' ? 'the rebuild\'s flush' : 'a rebuild write');
       rb.phase = 'drain';
       return;
     }
-    Atomics.store(this.s, CURSOR, rb.chunk + 1);
+    if (rb.phase === 'flushing') {
+      this.rebuilt(m);
+      return;
+    }
+    // A rebuild called off and started again meanwhile has its own cursor: this copy must not move it.
+    if (Atomics.load(this.s, GENERATION) === rb.gen) Atomics.compareExchange(this.s, CURSOR, rb.chunk, rb.chunk + 1);
     Atomics.store(this.s, LOCK, -1);
     rb.phase = 'lock';
+  }
+
+  /** The copy reached the end: the member is online, unless it failed meanwhile. */
+  private rebuilt(target: number): void {
+    const s = this.s;
+    if (Atomics.load(s, GENERATION) === this.rebuild!.gen && Atomics.compareExchange(s, target, MEMBER.rebuilding, MEMBER.online) === MEMBER.rebuilding) {
+      Atomics.or(s, ONLINE_MASK, 1 << target);
+      Atomics.compareExchange(s, TARGET, target, -1);
+      this.ctx.log('info', `raid1 ${this.desc.info.name}: member ${this.names[target]} rebuilt; it is online`, { member: this.names[target] });
+    }
+    this.endRebuild();
   }
 
   /** Give the rebuild up: its target stays failed, to be added again. */
@@ -453,7 +465,8 @@ class Raid1Channel implements Channel {
   settingsChanged(): void {}
 
   inflight(): number {
-    return this.inFlight + this.early.size() + (this.rebuild && (this.rebuild.phase === 'reading' || this.rebuild.phase === 'writing') ? 1 : 0);
+    const p = this.rebuild?.phase;
+    return this.inFlight + this.early.size() + (p === 'reading' || p === 'writing' || p === 'flushing' ? 1 : 0);
   }
 
   kernelInflight(): number {
@@ -467,8 +480,12 @@ class Raid1Channel implements Channel {
     this.closed = true;
     const rb = this.rebuild;
     if (rb) {
-      // The cursor stays: the next channel to serve the mirror takes the rebuild up there.
-      const busy = rb.phase === 'reading' || rb.phase === 'writing';
+      // Not finished here: a copy still on its way could land after newer
+      // writes that another reactor's rebuild let through, so the member goes
+      // back to failed, to be added again. Between copies, the cursor stays and
+      // the next channel to serve the mirror takes the rebuild up there.
+      const busy = rb.phase === 'reading' || rb.phase === 'writing' || rb.phase === 'flushing';
+      if (busy) this.abandon(Atomics.load(this.s, TARGET), 'the reactor that ran it stopped serving the mirror during a copy');
       this.endRebuild();
       if (busy && this.buffer) ORPHANED.push(this.buffer);
       else this.buffer?.free();
@@ -478,12 +495,38 @@ class Raid1Channel implements Channel {
   }
 }
 
-/** One fewer online member, unless it is the last: the CAS keeps two reactors from failing the last two at once. */
-function takeOnline(s: Int32Array): boolean {
+function isOnline(s: Int32Array, m: number): boolean {
+  return (Atomics.load(s, ONLINE_MASK) & (1 << m)) !== 0;
+}
+
+function popcount(x: number): number {
+  x -= (x >>> 1) & 0x55555555;
+  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
+  return (Math.imul((x + (x >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24) & 0xff;
+}
+
+/**
+ * Take member m out of service: 'online' or 'rebuilding' when this call did
+ * it (from that state), 'last' when it is the last online member (refused),
+ * 'no' when it was failed already.
+ */
+function failMember(s: Int32Array, m: number): 'online' | 'rebuilding' | 'last' | 'no' {
+  const bit = 1 << m;
   for (;;) {
-    const c = Atomics.load(s, ONLINE_COUNT);
-    if (c <= 1) return false;
-    if (Atomics.compareExchange(s, ONLINE_COUNT, c, c - 1) === c) return true;
+    const state = Atomics.load(s, m);
+    if (state === MEMBER.failed) return 'no';
+    if (state === MEMBER.rebuilding) {
+      if (Atomics.compareExchange(s, m, MEMBER.rebuilding, MEMBER.failed) !== MEMBER.rebuilding) continue;
+      Atomics.add(s, GENERATION, 1);
+      return 'rebuilding';
+    }
+    const mask = Atomics.load(s, ONLINE_MASK);
+    // Online but not (yet, or any more) in the mask: another thread is between its two steps; look again.
+    if ((mask & bit) === 0) continue;
+    if (popcount(mask) <= 1) return 'last';
+    if (Atomics.compareExchange(s, ONLINE_MASK, mask, mask & ~bit) !== mask) continue;
+    Atomics.store(s, m, MEMBER.failed);
+    return 'online';
   }
 }
 
@@ -521,7 +564,7 @@ export const raid1Bdev: BdevModule = {
     const sizeBytes = Math.min(...bases.map((b) => b.info.sizeBytes));
     const shared = new SharedArrayBuffer(SHARED_INTS * 4);
     const s = new Int32Array(shared);
-    Atomics.store(s, ONLINE_COUNT, bases.length);
+    Atomics.store(s, ONLINE_MASK, bases.length === 32 ? -1 : (1 << bases.length) - 1);
     Atomics.store(s, LOCK, -1);
     Atomics.store(s, TARGET, -1);
     return {
@@ -564,7 +607,9 @@ export interface RaidStatus {
 export function raidStatus(desc: BdevDesc): RaidStatus {
   const s = new Int32Array(desc.shared!);
   const bases = desc.bases!;
-  const states = bases.map((_, m) => Atomics.load(s, m));
+  const mask = Atomics.load(s, ONLINE_MASK);
+  // The mask says who is online; the state tells failed from rebuilding for the others.
+  const states = bases.map((_, m) => (mask & (1 << m) ? MEMBER.online : Atomics.load(s, m) === MEMBER.rebuilding ? MEMBER.rebuilding : MEMBER.failed));
   const online = states.filter((x) => x === MEMBER.online).length;
   const blocks = desc.info.sizeBytes / desc.info.blockSize;
   const out: RaidStatus = {
@@ -597,14 +642,15 @@ function slotOf(desc: BdevDesc, member: string): number {
 export function raidAddMember(desc: BdevDesc, member: string): void {
   const s = new Int32Array(desc.shared!);
   const m = slotOf(desc, member);
-  const state = Atomics.load(s, m);
+  const state = isOnline(s, m) ? MEMBER.online : Atomics.load(s, m);
   if (state !== MEMBER.failed) throw new Error(`member ${member} of raid1 ${desc.info.name} is ${STATE_NAMES[state]}; only a failed member is added back`);
   const target = Atomics.load(s, TARGET);
   if (target >= 0 && Atomics.load(s, target) === MEMBER.rebuilding) throw new Error(`raid1 ${desc.info.name} is rebuilding ${desc.bases![target]!.info.name}; add ${member} once that is done`);
-  if (Atomics.load(s, ONLINE_COUNT) < 1) throw new Error(`raid1 ${desc.info.name} has no online member to rebuild ${member} from`);
+  if (Atomics.load(s, OWNER) !== 0) throw new Error(`raid1 ${desc.info.name}: the rebuild called off a moment ago is still finishing its last copy; add ${member} again in a moment`);
+  if (Atomics.load(s, ONLINE_MASK) === 0) throw new Error(`raid1 ${desc.info.name} has no online member to rebuild ${member} from`);
   Atomics.store(s, CURSOR, 0);
   Atomics.add(s, GENERATION, 1);
-  Atomics.store(s, m, MEMBER.rebuilding);
+  if (Atomics.compareExchange(s, m, MEMBER.failed, MEMBER.rebuilding) !== MEMBER.failed) throw new Error(`member ${member} of raid1 ${desc.info.name} changed state meanwhile; look again`);
   // Last: a channel that sees the target sees the member rebuilding and the cursor at 0.
   Atomics.store(s, TARGET, m);
 }
@@ -612,13 +658,7 @@ export function raidAddMember(desc: BdevDesc, member: string): void {
 /** Take a member out of service by hand (bdev_raid_remove_base_bdev): it is failed, and keeps its slot for a later add. */
 export function raidRemoveMember(desc: BdevDesc, member: string): void {
   const s = new Int32Array(desc.shared!);
-  const m = slotOf(desc, member);
-  const state = Atomics.load(s, m);
-  if (state === MEMBER.failed) throw new Error(`member ${member} of raid1 ${desc.info.name} is failed already`);
-  if (state === MEMBER.rebuilding) {
-    if (Atomics.compareExchange(s, m, MEMBER.rebuilding, MEMBER.failed) === MEMBER.rebuilding) Atomics.add(s, GENERATION, 1);
-    return;
-  }
-  if (!takeOnline(s)) throw new Error(`member ${member} is the last online member of raid1 ${desc.info.name}; the mirror would have no data left`);
-  if (Atomics.compareExchange(s, m, MEMBER.online, MEMBER.failed) !== MEMBER.online) Atomics.add(s, ONLINE_COUNT, 1);
+  const r = failMember(s, slotOf(desc, member));
+  if (r === 'no') throw new Error(`member ${member} of raid1 ${desc.info.name} is failed already`);
+  if (r === 'last') throw new Error(`member ${member} is the last online member of raid1 ${desc.info.name}; the mirror would have no data left`);
 }

@@ -30,12 +30,6 @@ export const BDEV_MODULES: Record<string, BdevModule> = {
   crypt: cryptBdev,
 };
 
-/** The bdevs a layer's spec names as its bases (none for a bdev that is not a layer). */
-export function layerBaseNames(m: BdevModule, spec: Record<string, string>): string[] {
-  if (m.baseNames) return m.baseNames(spec);
-  return (m.baseKeys ?? []).map((k) => spec[k]).filter((v): v is string => v !== undefined);
-}
-
 /** type -> the file a user module came from */
 const SOURCES = new Map<string, string>();
 

@@ -284,7 +284,7 @@ export function validateConfig(c: DaemonConfig): void {
   for (const b of c.bdevs) {
     // A layer is built on bdevs defined before it.
     const module = bdevModule(b.type);
-    const named: [string, string][] = module.baseNames ? module.baseNames(b).map((n) => ['base', n]) : (module.baseKeys ?? []).map((k) => [k, b[k]!]);
+    const named: [string, string][] = module.baseNames ? module.baseNames(b).map((n) => ['member', n]) : (module.baseKeys ?? []).map((k) => [k, b[k]!]);
     for (const [k, base] of named) {
       if (base !== undefined && !names.has(base)) {
         throw new Error(`bdev ${b.type}${b.name ? ` '${b.name}'` : ''}: ${k}=${base} is not defined before it; defined bdevs: ${[...names].join(', ') || 'none'}`);

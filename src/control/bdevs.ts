@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { QOS_BYTES, type QosLimit, setQosLimits } from '../bdev/qos.js';
-import { bdevModule, layerBaseNames } from '../bdev/registry.js';
+import { bdevModule } from '../bdev/registry.js';
 import type { BdevDesc, BdevModule } from '../bdev/types.js';
 import { ControlError, EBUSY, EEXIST, ENODEV } from './errors.js';
 
@@ -145,7 +145,7 @@ export class BdevRegistry {
     const { type, ...keys } = spec;
     const module = bdevModule(type);
     const claimant = group?.label ?? `${type} ${name}`;
-    const baseNames = layerBaseNames(module, keys);
+    const baseNames = module.baseNames ? module.baseNames(keys) : (module.baseKeys ?? []).map((k) => keys[k]!);
     const bases: BdevDesc[] = [];
     try {
       for (const b of baseNames) bases.push(this.claim(b, claimant, 'exclusive').desc);

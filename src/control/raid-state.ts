@@ -4,7 +4,7 @@
 // and read stale data from it. The states live in memory the reactors change
 // (a member fails on a reactor); the main thread looks every LOOK_MS and
 // writes what changed, by rename, so a crash leaves the old file or the new.
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { raidRemoveMember, raidStatus } from '../bdev/raid1.js';
@@ -21,6 +21,8 @@ interface Saved {
 export class RaidStates {
   /** mirror name -> what its file holds */
   private readonly written = new Map<string, string>();
+  /** mirror name -> the states last failed to be written (said once, tried again every look) */
+  private readonly failing = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -29,7 +31,7 @@ export class RaidStates {
   ) {}
 
   private path(name: string): string {
-    return join(this.dir, `raid1-${name}.json`);
+    return join(this.dir, `raid1-${encodeURIComponent(name)}.json`);
   }
 
   /** A mirror just made: the members its file names as out of step are failed again, to be added back. */
@@ -44,7 +46,8 @@ export class RaidStates {
       return;
     }
     const ok = Array.isArray(saved?.members) && Array.isArray(saved.outOfStep) && saved.outOfStep.every((m) => typeof m === 'string');
-    if (!ok || saved.members.join('+') !== e.bases.join('+')) {
+    const same = ok && saved.members.length === e.bases.length && e.bases.every((m) => saved.members.includes(m));
+    if (!same || !saved.outOfStep.every((m) => e.bases.includes(m))) {
       this.log.warn({ component: 'bdev', name }, `ignoring ${this.path(name)}: it is not the record of a mirror of ${e.bases.join(', ')}`);
       return;
     }
@@ -82,21 +85,44 @@ export class RaidStates {
       const text = JSON.stringify({ members: e.bases, outOfStep } satisfies Saved);
       if (this.written.get(name) === text) continue;
       try {
-        mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-        const tmp = `${this.path(name)}.tmp`;
-        writeFileSync(tmp, `${text}\n`, { mode: 0o600 });
-        renameSync(tmp, this.path(name));
+        this.write(this.path(name), `${text}\n`);
         this.written.set(name, text);
+        this.failing.delete(name);
       } catch (err) {
-        this.log.error({ component: 'bdev', name }, `cannot record the mirror's member states in ${this.path(name)}: ${(err as Error).message}`);
-        // Said once for these states, not every look.
-        this.written.set(name, text);
+        if (this.failing.get(name) !== text) {
+          this.log.error({ component: 'bdev', name }, `cannot record the mirror's member states in ${this.path(name)} (trying again): ${(err as Error).message}`);
+          this.failing.set(name, text);
+        }
       }
     }
     for (const name of [...this.written.keys()]) {
       if (live.has(name)) continue;
-      rmSync(this.path(name), { force: true });
+      try {
+        rmSync(this.path(name), { force: true });
+      } catch (err) {
+        this.log.warn({ component: 'bdev', name }, `cannot remove ${this.path(name)} of a deleted mirror: ${(err as Error).message}`);
+      }
       this.written.delete(name);
+    }
+  }
+
+  /** Written, synced, renamed over the old record, and the directory synced: a crash or a power cut leaves one of the two whole. */
+  private write(path: string, text: string): void {
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const tmp = `${path}.tmp`;
+    const fd = openSync(tmp, 'w', 0o600);
+    try {
+      writeSync(fd, text);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+    const dirFd = openSync(this.dir, 'r');
+    try {
+      fsyncSync(dirFd);
+    } finally {
+      closeSync(dirFd);
     }
   }
 }

@@ -208,6 +208,67 @@ describe('raid1 over scripted members', () => {
     expect(states(d)).toEqual(['online', 'online']);
   });
 
+  test('two reactors: a write that succeeded only on a member another reactor failed meanwhile is an error, not a success', () => {
+    const [fa, fb] = [new FakeChannel(), new FakeChannel()];
+    const d = mirror([desc('a', 2 * MiB), desc('b', 2 * MiB)]);
+    const ch1 = raid1Bdev.open(d, context({ a: fa, b: fb }));
+    const [ga, gb] = [new FakeChannel(), new FakeChannel()];
+    const ch2 = raid1Bdev.open(d, context({ a: ga, b: gb }));
+    const seen: number[] = [];
+    ch1.submit(io(IoOp.WRITE, 0, 4096, (x) => seen.push(x.status)));
+    // Reactor 2 fails a on a read error (b serves the read).
+    ga.fail[IoOp.READ] = EIO;
+    ch2.submit(io(IoOp.READ, 0, 4096));
+    ga.poll();
+    gb.poll();
+    expect(states(d)).toEqual(['failed', 'online']);
+    // The write lands on a, fails on b, which is now the last online member: nobody online holds it.
+    fb.fail[IoOp.WRITE] = EIO;
+    fa.poll();
+    fb.poll();
+    expect(seen).toEqual([EIO]);
+    expect(states(d)).toEqual(['failed', 'online']);
+  });
+
+  test('a write waiting for another reactor\'s copy keeps its reactor polling (nothing else would wake it)', () => {
+    const [fa, fb] = [new FakeChannel(), new FakeChannel()];
+    const d = mirror([desc('a', 2 * MiB), desc('b', 2 * MiB)]);
+    const owner = raid1Bdev.open(d, context({ a: fa, b: fb }));
+    const [ga, gb] = [new FakeChannel(), new FakeChannel()];
+    const other = raid1Bdev.open(d, context({ a: ga, b: gb }));
+    raidRemoveMember(d, 'b');
+    raidAddMember(d, 'b');
+    owner.poll(); // locks chunk 0, reads it
+    expect(other.poll()).toBe(0); // not the owner: nothing to do
+    const seen: number[] = [];
+    expect(other.submit(io(IoOp.WRITE, 0, 4096, (x) => seen.push(x.status)))).toBe(0);
+    expect(ga.submitted).toHaveLength(0);
+    expect(other.poll()).toBeGreaterThan(0);
+    fa.poll();
+    fb.poll();
+    other.poll(); // the lock moved on: the write goes
+    expect(ga.submitted).toHaveLength(1);
+    expect(gb.submitted).toHaveLength(1);
+    ga.poll();
+    gb.poll();
+    expect(seen).toEqual([0]);
+  });
+
+  test('a rebuild whose channel closes during a copy is called off: the member is failed, to be added again', () => {
+    const [fa, fb] = [new FakeChannel(), new FakeChannel()];
+    const d = mirror([desc('a', 2 * MiB), desc('b', 2 * MiB)]);
+    const ctx = context({ a: fa, b: fb });
+    const ch = raid1Bdev.open(d, ctx);
+    raidRemoveMember(d, 'b');
+    raidAddMember(d, 'b');
+    ch.poll(); // copy read under way
+    ch.close();
+    expect(states(d)).toEqual(['online', 'failed']);
+    expect(ctx.logs.some((l) => /stopped: the reactor that ran it stopped serving the mirror during a copy/.test(l))).toBe(true);
+    raidAddMember(d, 'b');
+    expect(states(d)).toEqual(['online', 'rebuilding']);
+  });
+
   test('member operations are refused with what is wrong', () => {
     const d = mirror([desc('a', 2 * MiB), desc('b', 2 * MiB)]);
     expect(() => raidAddMember(d, 'a')).toThrow(/member a of raid1 r0 is online; only a failed member is added back/);

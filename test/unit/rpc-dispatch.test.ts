@@ -339,7 +339,7 @@ function accepts(f: AnyField, v: unknown): boolean {
 
 /** A value the field's schema accepts, found by probing: every field needs one. */
 function validValue(f: AnyField): unknown {
-  const probes = ['v0', 512, 1, 4, true, {}, '1G', '0x1', '0600', ...namedValues(f)];
+  const probes = ['v0', 512, 1, 4, true, {}, '1G', '0x1', '0600', ['v0', 'v1'], ...namedValues(f)];
   const v = probes.find((p) => accepts(f, p));
   if (v === undefined) throw new Error(`no valid probe value for a field expecting ${f.expected}: add one to validValue()`);
   return v;

@@ -93,8 +93,8 @@ export function bdevConfigEntry(e: BdevEntry): ConfigEntry {
       return {
         method: 'bdev_crypto_create',
         params: {
-          base_bdev_name: s.base, name: s.name, key_file: s['key-file'], ...(s['key-size'] ? { key_size: s['key-size'] } : {}),
-          cipher: 'aes-xts-plain64', sector_size: s['sector-size'], iv_large_sectors: s['iv-large-sectors'] === 'on', uuid: e.uuid,
+          base_bdev_name: s.base, name: s.name, key_file: s['key-file'], ...(s['key-size'] ? { key_size: Number(s['key-size']) } : {}),
+          cipher: 'aes-xts-plain64', sector_size: Number(s['sector-size']), iv_large_sectors: s['iv-large-sectors'] === 'on', uuid: e.uuid,
         },
       };
     case 'passthru':

@@ -7,7 +7,7 @@ import { DELAY_KEYS, MAX_DELAY_US, updateLatency, type DelayKey } from '../../bd
 import { ControlError } from '../../control/errors.js';
 import { invalidParams } from '../errors.js';
 import { method, type Method } from '../method.js';
-import { bool, int, nonEmpty, oneOf, str, u32, u64 } from '../schema.js';
+import { bool, int, logicalBlockSize, nonEmpty, oneOf, str, u32, u64 } from '../schema.js';
 import { createBdev, createBdevs, deleteMethod } from './bdev.js';
 import type { RpcContext } from './context.js';
 
@@ -133,9 +133,9 @@ export const layerMethods: Record<string, Method<RpcContext>> = {
       base_bdev_name: nonEmpty.describe('the bdev that holds the ciphertext'),
       name: nonEmpty.describe('name of the crypt bdev'),
       key_file: nonEmpty.optional().describe('vdx: file with the raw key, 32 or 64 bytes'),
-      key_size: oneOf('256', '512').optional().describe('vdx: key size in bits (default: the file\'s length)'),
+      key_size: int(256, 512).where('256 or 512', (v) => v === 256 || v === 512).optional().describe('vdx: key size in bits (default: the file\'s length)'),
       cipher: oneOf('AES_XTS', 'aes-xts-plain64').optional(),
-      sector_size: oneOf('512', '4096').optional().describe('vdx: encryption sector size, also the block size (default 512)'),
+      sector_size: logicalBlockSize.optional().describe('vdx: encryption sector size, also the block size (512 or 4096; default 512)'),
       iv_large_sectors: bool.optional().describe('vdx: IVs in sector_size units (cryptsetup --iv-large-sectors)'),
       key_name: str.optional(),
       crypto_pmd: str.optional(),
@@ -148,8 +148,8 @@ export const layerMethods: Record<string, Method<RpcContext>> = {
       }
       if (p.key_file === undefined) throw invalidParams('key_file is required: a file holding the raw key (32 or 64 bytes)');
       const spec: BdevSpec = { type: 'crypt', name: p.name, base: p.base_bdev_name, 'key-file': p.key_file };
-      if (p.key_size !== undefined) spec['key-size'] = p.key_size;
-      if (p.sector_size !== undefined) spec['sector-size'] = p.sector_size;
+      if (p.key_size !== undefined) spec['key-size'] = String(p.key_size);
+      if (p.sector_size !== undefined) spec['sector-size'] = String(p.sector_size);
       if (p.iv_large_sectors !== undefined) spec['iv-large-sectors'] = p.iv_large_sectors ? 'on' : 'off';
       if (p.uuid !== undefined) spec.uuid = p.uuid;
       return (await createBdev(ctx, spec, 'bdev_crypto_create')).desc.info.name;

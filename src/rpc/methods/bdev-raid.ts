@@ -39,7 +39,7 @@ export const raidMethods: Record<string, Method<RpcContext>> = {
     {
       name: nonEmpty.describe('name of the raid bdev'),
       raid_level: oneOf('raid1', '1', 'raid0', '0', 'concat').describe('raid1 (vdx has no raid0 or concat)'),
-      base_bdevs: nameList.describe('the member bdevs'),
+      base_bdevs: nameList.where(`an array of 2..${MAX_MEMBERS} bdev names (none containing '+')`, (v) => v.length >= 2 && v.length <= MAX_MEMBERS && v.every((x) => !x.includes('+'))).describe('the member bdevs'),
       strip_size_kb: u32.optional().describe('not used by raid1 (0 or left out)'),
       uuid: str.optional(),
       superblock: bool.optional().describe('false: vdx keeps the raid in its saved configuration, not on the members'),
