@@ -6,7 +6,7 @@ import { loadNative } from '../native/index.js';
 
 export { IoOp, MAX_IOV, BdevIo } from './types.js';
 export type { BdevDesc, BdevInfo, BdevModule, Channel, ChannelContext, IoOpCode } from './types.js';
-export { ForwardChannel, layerSpec, windowInfo } from './layer.js';
+export { ChildPool, ForwardChannel, layerSpec, windowInfo } from './layer.js';
 export { DeferredCompletions, IoFifo } from './deferred.js';
 export { checkKeys, parseBlockSize, parseBool, parseSize } from './spec.js';
 

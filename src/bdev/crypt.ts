@@ -21,7 +21,7 @@ import { resolve } from 'node:path';
 import { hostBuffer, type HostBuffer } from './api.js';
 import { loadNative, type NativeShim } from '../native/index.js';
 import { DeferredCompletions } from './deferred.js';
-import { layerSpec } from './layer.js';
+import { ChildPool, layerSpec } from './layer.js';
 import { parseBool } from './spec.js';
 import { type BdevDesc, BdevIo, type BdevModule, type Channel, type ChannelContext, IoOp } from './types.js';
 
@@ -49,11 +49,10 @@ class CryptChannel implements Channel {
   /** bytes per IV unit: 512, or the sector with iv-large-sectors */
   private readonly ivUnit: number;
   private readonly sizeBytes: number;
-  private readonly free: BdevIo[] = [];
+  private readonly children: ChildPool;
   /** bounce buffers by child slot, grown to the largest write each has carried */
   private bounce: (HostBuffer | undefined)[] = [];
   private readonly scratch: HostBuffer;
-  private poolSize = 0;
   private inFlight = 0;
   private readonly failed = new DeferredCompletions(8);
   private closed = false;
@@ -74,13 +73,14 @@ class CryptChannel implements Channel {
     this.sizeBytes = desc.info.sizeBytes;
     this.xts = this.native.xtsCreate(new Uint8Array(desc.shared!));
     this.scratch = hostBuffer(this.sector);
+    this.children = new ChildPool(this.childDone);
   }
 
   submit(io: BdevIo): number {
     const op = io.op;
     if (op === IoOp.DISCARD || op === IoOp.WRITE_ZEROES) return -95; // EOPNOTSUPP: the caps do not offer them
     if (op !== IoOp.FLUSH && (io.offsetBytes < 0 || io.offsetBytes + io.lenBytes > this.sizeBytes || io.offsetBytes % this.sector !== 0 || io.lenBytes % this.sector !== 0)) return EINVAL;
-    const child = this.free.pop() ?? this.grow();
+    const child = this.children.take();
     child.op = op;
     child.offsetBytes = io.offsetBytes;
     child.lenBytes = io.lenBytes;
@@ -95,8 +95,7 @@ class CryptChannel implements Channel {
         b = this.bounce[child.slot] = hostBuffer(Math.max(io.lenBytes, 64 * 1024));
       }
       if (this.crypt(1, io, b.addr) < 0) {
-        child.ctx = undefined;
-        this.free.push(child);
+        this.children.give(child);
         return EIO;
       }
       child.niov = 1;
@@ -108,25 +107,16 @@ class CryptChannel implements Channel {
     }
     const rc = this.base.submit(child);
     if (rc < 0) {
-      child.ctx = undefined;
-      this.free.push(child);
+      this.children.give(child);
       return rc;
     }
     this.inFlight++;
     return 0;
   }
 
-  private grow(): BdevIo {
-    const child = new BdevIo();
-    child.done = this.childDone;
-    child.slot = this.poolSize++;
-    return child;
-  }
-
   private finish(child: BdevIo): void {
     const parent = child.ctx as BdevIo;
-    child.ctx = undefined;
-    this.free.push(child);
+    this.children.give(child);
     this.inFlight--;
     parent.status = this.closed ? EIO : child.status;
     if (parent.op === IoOp.READ && parent.status === 0 && this.crypt(0, parent, -1) < 0) parent.status = EIO;

@@ -13,12 +13,39 @@ import { type BdevDesc, BdevIo, type Channel, type ChannelContext, IoOp } from '
 
 const EINVAL = -22;
 
+/**
+ * A layer's own child I/Os: made as its queue deepens, then reused, so nothing
+ * is allocated per I/O. child.slot numbers them (for per-child state in
+ * arrays that grow to `size`).
+ */
+export class ChildPool {
+  private readonly free: BdevIo[] = [];
+  /** children made so far */
+  size = 0;
+
+  constructor(private readonly done: (child: BdevIo) => void) {}
+
+  take(): BdevIo {
+    return this.free.pop() ?? this.make();
+  }
+
+  give(child: BdevIo): void {
+    child.ctx = undefined;
+    this.free.push(child);
+  }
+
+  private make(): BdevIo {
+    const child = new BdevIo();
+    child.done = this.done;
+    child.slot = this.size++;
+    return child;
+  }
+}
+
 export class ForwardChannel implements Channel {
   readonly notifyFd: number = -1;
   readonly copiesLater: boolean;
-  private readonly free: BdevIo[] = [];
-  /** children made so far; child.slot is its index (for a subclass's per-child state) */
-  protected poolSize = 0;
+  private readonly children: ChildPool;
   private inFlight = 0;
   private closed = false;
   /** the child the last successful submit sent (a subclass may mark it) */
@@ -43,11 +70,17 @@ export class ForwardChannel implements Channel {
     private readonly sizeBytes: number,
   ) {
     this.copiesLater = base.copiesLater === true;
+    this.children = new ChildPool(this.childDone);
+  }
+
+  /** children made so far; child.slot is its index (for a subclass's per-child state) */
+  protected get poolSize(): number {
+    return this.children.size;
   }
 
   submit(io: BdevIo): number {
     if (io.op !== IoOp.FLUSH && (io.offsetBytes < 0 || io.offsetBytes + io.lenBytes > this.sizeBytes)) return EINVAL;
-    const child = this.free.pop() ?? this.grow();
+    const child = this.children.take();
     child.op = io.op;
     // A flush covers the whole base whatever its range; the window does not apply.
     child.offsetBytes = io.op === IoOp.FLUSH ? io.offsetBytes : io.offsetBytes + this.shiftBytes;
@@ -62,20 +95,12 @@ export class ForwardChannel implements Channel {
     child.ctx = io;
     const rc = this.base.submit(child);
     if (rc < 0) {
-      child.ctx = undefined;
-      this.free.push(child);
+      this.children.give(child);
       return rc;
     }
     this.inFlight++;
     this.lastChild = child;
     return 0;
-  }
-
-  private grow(): BdevIo {
-    const child = new BdevIo();
-    child.done = this.childDone;
-    child.slot = this.poolSize++;
-    return child;
   }
 
   /** The base finished a child; a layer that holds completions (delay) overrides this. */
@@ -87,8 +112,7 @@ export class ForwardChannel implements Channel {
   protected finish(child: BdevIo): void {
     const parent = child.ctx as BdevIo;
     parent.status = child.status;
-    child.ctx = undefined;
-    this.free.push(child);
+    this.children.give(child);
     this.inFlight--;
     parent.done(parent);
   }

@@ -20,6 +20,7 @@
 // that channel's poll; a mirror nobody serves rebuilds when it is next served.
 import { hostBuffer, type HostBuffer } from './api.js';
 import { IoFifo, DeferredCompletions } from './deferred.js';
+import { ChildPool } from './layer.js';
 import { checkKeys } from './spec.js';
 import { type BdevDesc, BdevIo, type BdevModule, type Channel, type ChannelContext, IoOp } from './types.js';
 
@@ -87,9 +88,9 @@ class Raid1Channel implements Channel {
   private readonly names: string[];
   private readonly flushes: boolean[];
   private readonly id: number;
-  private readonly freeChildren: BdevIo[] = [];
+  private readonly children: ChildPool;
+  /** the member each child went to, by child slot */
   private memberOf = new Uint8Array(64);
-  private poolSize = 0;
   private readonly freeOps: MirrorOp[] = [];
   private inFlight = 0;
   /** writes waiting for the rebuild's lock to move on */
@@ -115,6 +116,7 @@ class Raid1Channel implements Channel {
     this.flushes = desc.bases!.map((b) => b.info.caps.flush);
     this.copiesLater = members.some((m) => m.copiesLater === true);
     this.id = Atomics.add(this.s, NEXT_ID, 1) + 1;
+    this.children = new ChildPool(this.childDone);
     this.rebuildChild = new BdevIo();
     this.rebuildChild.done = (c) => this.rebuildDone(c);
   }
@@ -196,7 +198,12 @@ class Raid1Channel implements Channel {
   }
 
   private send(op: MirrorOp, m: number, io: BdevIo): number {
-    const child = this.freeChildren.pop() ?? this.grow();
+    const child = this.children.take();
+    if (child.slot >= this.memberOf.length) {
+      const next = new Uint8Array(2 * this.memberOf.length);
+      next.set(this.memberOf);
+      this.memberOf = next;
+    }
     child.op = io.op;
     child.offsetBytes = io.offsetBytes;
     child.lenBytes = io.lenBytes;
@@ -210,32 +217,18 @@ class Raid1Channel implements Channel {
     this.memberOf[child.slot] = m;
     const rc = this.members[m]!.submit(child);
     if (rc < 0) {
-      child.ctx = undefined;
-      this.freeChildren.push(child);
+      this.children.give(child);
       return rc;
     }
     op.pending++;
     return 0;
   }
 
-  private grow(): BdevIo {
-    const child = new BdevIo();
-    child.done = this.childDone;
-    child.slot = this.poolSize++;
-    if (child.slot >= this.memberOf.length) {
-      const next = new Uint8Array(2 * this.memberOf.length);
-      next.set(this.memberOf);
-      this.memberOf = next;
-    }
-    return child;
-  }
-
   private completed(child: BdevIo): void {
     const op = child.ctx as MirrorOp;
     const m = this.memberOf[child.slot]!;
     const status = child.status;
-    child.ctx = undefined;
-    this.freeChildren.push(child);
+    this.children.give(child);
     op.pending--;
     if (op.parent.op === IoOp.READ) {
       if (status === 0) return this.finish(op, 0);
