@@ -33,12 +33,13 @@ describe('vdx over VDUSE', () => {
 });
 
 describe('vdx over VDUSE: crypt', () => {
-  test('ext4 written through a crypt bdev opens with the guest\'s dm-crypt (cryptsetup plain, aes-xts-plain64), and a dm-crypt volume reads through vdx', async () => {
+  test('ext4 written through a crypt bdev opens with the guest\'s dm-crypt (cryptsetup plain, aes-xts-plain64), and a dm-crypt volume reads through vdx; iv-large-sectors matches cryptsetup --iv-large-sectors', async () => {
     const r = await runGuest({ name: 'vdx-crypt-vduse', script: 'exec bash "$VDX_SRC/test/e2e/guest/checks/crypt-vduse.sh"', timeoutMs: 300_000 });
     recordTiming('vdx-crypt-vduse', r.durationMs);
     expectGuestOk(r);
     expect(r.output).toContain('DM-CRYPT-READS-VDX-OK');
     expect(r.output).toContain('VDX-READS-DM-CRYPT-OK');
+    expect(r.output).toContain('IV-LARGE-SECTORS-OK');
   });
 });
 

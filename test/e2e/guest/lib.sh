@@ -17,6 +17,11 @@ wait_until() {
   done
 }
 
+# sectors_are DEV N: DEV (vda or /dev/vda) has N 512-byte sectors now. A
+# function, so that wait_until reads the size on every try (a "$(cat ...)" in
+# wait_until's arguments would be read once, before the first).
+sectors_are() { [ "$(cat "/sys/block/${1#/dev/}/size")" = "$2" ]; }
+
 # ask NAME: have the host do NAME (vm.ts serveRequests) and wait until it says done.
 ask() {
   touch "$VDX_RUN/req-$1"

@@ -37,7 +37,7 @@ fs_roundtrip "$dev"
 
 step "rbd resize by another client reaches the driver (librbd's update watch, a config interrupt)"
 rbd resize --size 96M rbd/vm1 >/dev/null 2>&1 || fail "rbd resize"
-wait_until 60 test "$(cat /sys/block/${dev#/dev/}/size)" = $((96 * 2048)) || {
+wait_until 60 sectors_are "$dev" $((96 * 2048)) || {
   grep -E 'resize|size change|unnoticed' "$VDX_RUN/vdx.log" || true
   rbd info rbd/vm1 || true
   fail "$dev still has $(cat /sys/block/${dev#/dev/}/size) sectors after rbd resize to 96M"

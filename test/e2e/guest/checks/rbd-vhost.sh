@@ -24,7 +24,7 @@ touch "$VDX_RUN/ready-for-resize"
 wait_until 60 test -e "$VDX_RUN/resized" || fail "host never resized"
 # librbd's update watch -> vdx re-reads the size -> CONFIG_CHANGE_MSG on the
 # back-end channel -> QEMU re-reads the config and interrupts the guest.
-wait_until 30 test "$(cat /sys/block/vda/size)" = $((RESIZED_MIB * 2048)) || fail "guest size stayed $(cat /sys/block/vda/size) sectors after rbd resize to $RESIZED_MIB MiB"
+wait_until 30 sectors_are vda $((RESIZED_MIB * 2048)) || fail "guest size stayed $(cat /sys/block/vda/size) sectors after rbd resize to $RESIZED_MIB MiB"
 echo "RESIZE-SEEN-OK"
 
 step "OSD stopped: I/O fails after the OSD timeout, not a hang"

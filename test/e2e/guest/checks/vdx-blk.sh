@@ -29,7 +29,7 @@ if [ -n "${RESIZE_MIB:-}" ]; then
   want=$((RESIZE_MIB * 2048))
   t0=$(date +%s.%N)
   # vdx's CONFIG_CHANGE_MSG -> QEMU's GET_CONFIG and config interrupt -> virtio_blk's capacity update
-  wait_until 20 test "$(cat /sys/block/vda/size)" = $want || fail "vda has $(cat /sys/block/vda/size) sectors 20 s after the resize, not $want"
+  wait_until 20 sectors_are vda $want || fail "vda has $(cat /sys/block/vda/size) sectors 20 s after the resize, not $want"
   awk -v a=$t0 -v b=$(date +%s.%N) 'BEGIN { printf "new size seen %.1f s after the host said resized\n", b - a }'
   # The last MiB was past the old end: the queues now check requests against the new capacity.
   head -c 65536 /dev/urandom >/tmp/tail.bin
