@@ -8,8 +8,12 @@
 //
 // libblkio is loaded with dlopen so this builds with the host's compiler and
 // runs inside the Debian 13 userland, where libblkio lives.
+// "kicks" is the write syscalls it made while measuring (/proc/self/io): with
+// nothing else written, those are its eventfd kicks to the daemon. rw "idle"
+// connects, starts the queues and sleeps for the given seconds, for the
+// daemon's CPU with a client connected and no I/O.
 //
-//   blkio-bench DRIVER PATH rw(read|write) qd queues seconds size_bytes [poll|wait]
+//   blkio-bench DRIVER PATH rw(read|write|idle) qd queues seconds size_bytes [poll|wait]
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <poll.h>
@@ -75,6 +79,18 @@ static uint64_t xorshift(void) {
   return rng;
 }
 
+/** A counter of /proc/self/io ("syscr", "syscw"); -1 where the kernel keeps no I/O accounting. */
+static long long proc_io(const char *key) {
+  FILE *f = fopen("/proc/self/io", "r");
+  if (!f) return -1;
+  char k[32];
+  long long v, found = -1;
+  while (fscanf(f, "%31[^:]: %lld\n", k, &v) == 2)
+    if (strcmp(k, key) == 0) found = v;
+  fclose(f);
+  return found;
+}
+
 static int cmp_u32(const void *a, const void *b) {
   uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
   return x < y ? -1 : x > y;
@@ -85,7 +101,7 @@ static int cmp_u32(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
   if (argc != 8 && argc != 9) {
-    fprintf(stderr, "usage: blkio-bench DRIVER PATH read|write QD QUEUES SECONDS SIZE_BYTES [poll|wait]\n");
+    fprintf(stderr, "usage: blkio-bench DRIVER PATH read|write|idle QD QUEUES SECONDS SIZE_BYTES [poll|wait]\n");
     return 2;
   }
   int wait = argc == 9 && strcmp(argv[8], "wait") == 0;
@@ -94,7 +110,11 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *driver = argv[1], *path = argv[2];
-  int write = strcmp(argv[3], "write") == 0;
+  int write = strcmp(argv[3], "write") == 0, idle = strcmp(argv[3], "idle") == 0;
+  if (!write && !idle && strcmp(argv[3], "read") != 0) {
+    fprintf(stderr, "blkio-bench: rw '%s': use read, write or idle\n", argv[3]);
+    return 2;
+  }
   int qd = atoi(argv[4]), nq = atoi(argv[5]);
   double seconds = atof(argv[6]);
   uint64_t blocks = strtoull(argv[7], NULL, 10) / BS;
@@ -128,6 +148,13 @@ int main(int argc, char **argv) {
   if ((rc = blkio_alloc_mem_region(b, &region, slots * BS)) < 0) die("alloc mem region", rc);
   if ((rc = blkio_map_mem_region(b, &region)) < 0) die("map mem region", rc);
   memset(region.addr, 0x5a, slots * BS);
+  if (idle) {
+    struct timespec nap = {(time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9)};
+    nanosleep(&nap, NULL);
+    printf("{\"ios\":0,\"errors\":0,\"seconds\":%.3f,\"iops\":0,\"p50_us\":0,\"p99_us\":0,\"client_cpu\":0,\"kicks\":0}\n", seconds);
+    blkio_destroy(&b);
+    return 0;
+  }
 
   struct blkioq **qs = calloc(nq, sizeof *qs);
   for (int i = 0; i < nq; i++) qs[i] = blkio_get_queue(b, i);
@@ -146,6 +173,7 @@ int main(int argc, char **argv) {
 
   struct rusage ru0, ru1;
   getrusage(RUSAGE_SELF, &ru0);
+  long long w0 = proc_io("syscw");
   uint64_t t0 = now_ns(), end = t0 + (uint64_t)(seconds * 1e9);
   // Prime every queue to its depth; slot s belongs to queue s / qd.
   for (size_t s = 0; s < slots; s++) {
@@ -197,13 +225,14 @@ int main(int argc, char **argv) {
     }
   }
   getrusage(RUSAGE_SELF, &ru1);
+  long long w1 = proc_io("syscw");
   double wall = (end - t0) / 1e9;
   double cpu = (ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) + (ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1e6 +
                (ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) + (ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1e6;
   qsort(lat, nlat, sizeof *lat, cmp_u32);
   double p50 = nlat ? lat[nlat / 2] / 100.0 : 0, p99 = nlat ? lat[(size_t)(nlat * 0.99)] / 100.0 : 0;
-  printf("{\"ios\":%llu,\"errors\":%llu,\"seconds\":%.3f,\"iops\":%.0f,\"p50_us\":%.2f,\"p99_us\":%.2f,\"client_cpu\":%.3f}\n",
-         (unsigned long long)done, (unsigned long long)errors, wall, done / wall, p50, p99, cpu / wall);
+  printf("{\"ios\":%llu,\"errors\":%llu,\"seconds\":%.3f,\"iops\":%.0f,\"p50_us\":%.2f,\"p99_us\":%.2f,\"client_cpu\":%.3f,\"kicks\":%lld}\n",
+         (unsigned long long)done, (unsigned long long)errors, wall, done / wall, p50, p99, cpu / wall, w0 < 0 ? -1 : w1 - w0);
   blkio_destroy(&b);
   return errors ? 1 : 0;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Profile vdx under one benchmark load: vdx runs with node --cpu-prof (every
 // thread, reactors included), the libblkio client drives one export, and the
-// top self-time functions of each profiled thread are printed.
+// top self-time functions of each profiled thread are printed. As in
+// run.mjs --pin, the client runs on CPU 0 and vdx's reactor on CPU 1.
 //
 //   node scripts/bench/profile.mjs [backend=malloc] [rw=read] [qd=32] [seconds=4] [client=poll]
 // backend nbd serves the bench file through qemu-nbd on a unix socket, as run.mjs does.
@@ -24,9 +25,9 @@ if ((backend === 'file' || backend === 'nbd') && !existsSync(FILE_IMG)) throw ne
 const server = backend === 'nbd' ? spawn('qemu-nbd', ['-f', 'raw', '-k', nbdSocket, '-t', '-e', '8', '--cache=none', '--aio=io_uring', FILE_IMG], { stdio: 'inherit' }) : undefined;
 while (server && !existsSync(nbdSocket)) await new Promise((r) => setTimeout(r, 50));
 const socket = join(dir, 'vdx.sock');
-const vdx = spawn(process.execPath, ['--cpu-prof', '--cpu-prof-dir', dir, join(REPO, 'dist/cli/main.js'), 'serve', '--bdev', `${bdev},name=d0`, '--export', `vhost-user:bdev=d0,socket=${socket}`, '--rpc-socket', 'none', '--log-level', 'warn'], { stdio: 'inherit' });
+const vdx = spawn(process.execPath, ['--cpu-prof', '--cpu-prof-interval', '100', '--cpu-prof-dir', dir, join(REPO, 'dist/cli/main.js'), 'serve', '--bdev', `${bdev},name=d0`, '--export', `vhost-user:bdev=d0,socket=${socket}`, '--rpc-socket', 'none', '--log-level', 'warn', '--cpumask', '0x2'], { stdio: 'inherit' });
 while (!existsSync(socket)) await new Promise((r) => setTimeout(r, 50));
-const out = execFileSync(join(REPO, 'scripts/vm/in-userland.sh'), ['/usr/local/bin/vdx-blkio-bench', 'virtio-blk-vhost-user', socket, rw, qd, '1', seconds, String(1 << 30), client], { encoding: 'utf8' });
+const out = execFileSync('taskset', ['-c', '0', join(REPO, 'scripts/vm/in-userland.sh'), '/usr/local/bin/vdx-blkio-bench', 'virtio-blk-vhost-user', socket, rw, qd, '1', seconds, String(1 << 30), client], { encoding: 'utf8' });
 process.stdout.write(`client: ${out.trim().split('\n').pop()}\n`);
 vdx.kill('SIGINT');
 await new Promise((r) => vdx.once('exit', r));

@@ -23,12 +23,19 @@
 // pass options to vdx with --vdx-args "--idle-spin-us 50"; compare this tree with
 // another vdx build instead of QSD with --ab DIR (a checkout with dist/ built;
 // --ab . with --base-args "..." compares two settings of this build).
+// --peer spdk adds SPDK's vhost target as a third peer (--spdk DIR or VDX_SPDK:
+// a built SPDK tree; scripts/bench/spdk.mjs): null and malloc, randread, QD1 and
+// QD32, both clients, 5 rounds unless narrowed, the client pinned to CPU 0 and
+// each daemon's one reactor/iothread to CPU 1 (--pin does that for any run);
+// every row gets the per-I/O kicks, interrupts and daemon CPU, compared per
+// round, and an idle row gives each daemon's CPU with a client connected.
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
+import { releaseHugepages, reserveHugepages, spdkCommand, spdkLeftovers, spdkVhost } from './spdk.mjs';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const CACHE = process.env.VDX_CACHE ?? '/var/cache/vdx';
@@ -38,8 +45,13 @@ const opt = (name, dflt) => {
   return i >= 0 ? args[i + 1] : dflt;
 };
 const quick = args.includes('--quick');
+const SPDK = opt('peer') === undefined ? undefined : opt('peer') === 'spdk' ? spdkVhost(opt('spdk') ?? process.env.VDX_SPDK) : (() => {
+  throw new Error(`--peer: '${opt('peer')}' is not a peer the bench knows; use --peer spdk (qemu-storage-daemon always runs)`);
+})();
+/** Client on CPU 0, each daemon's one reactor/iothread on CPU 1, as SPDK's -m 0x2 has it. */
+const PIN = SPDK !== undefined || args.includes('--pin');
 const SECONDS = Number(opt('seconds', quick ? 2 : 3));
-const ROUNDS = Number(opt('rounds', quick ? 1 : 3));
+const ROUNDS = Number(opt('rounds', quick ? 1 : SPDK ? 5 : 3));
 const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
 const OUT = resolve(opt('out', join(REPO, 'results', `bench-${stamp}`)));
 const SIZE = 1 << 30;
@@ -49,12 +61,14 @@ const KNOWN_BACKENDS = ['null', 'malloc', 'file', 'rbd', 'nbd', 'passthru', 'cry
 const REMOTE = new Set(['rbd', 'nbd']);
 /** Layers over malloc: their rows also run vdx on the bare malloc bdev ("bare"), in the same rounds, for the layer's own cost. */
 const LAYERS = new Set(['passthru', 'crypt']);
-const BACKENDS = list('backends', quick ? ['null', 'malloc'] : KNOWN_BACKENDS);
-const RWS = list('rws', quick ? ['read'] : ['read', 'write']);
-const QDS = list('qds', quick ? [1, 32] : [1, 32, 128]).map(Number);
-const QUEUES = list('queues', quick ? [1] : [1, 2]).map(Number);
+/** What SPDK's peer serves: null and RAM (malloc). */
+const SPDK_BACKENDS = new Set(['null', 'malloc']);
+const BACKENDS = list('backends', quick || SPDK ? ['null', 'malloc'] : KNOWN_BACKENDS);
+const RWS = list('rws', quick || SPDK ? ['read'] : ['read', 'write']);
+const QDS = list('qds', quick || SPDK ? [1, 32] : [1, 32, 128]).map(Number);
+const QUEUES = list('queues', quick || SPDK ? [1] : [1, 2]).map(Number);
 const KNOWN_CLIENTS = ['poll', 'wait'];
-const CLIENTS = opt('clients') === undefined ? undefined : opt('clients').split(',');
+const CLIENTS = opt('clients') === undefined ? (SPDK ? KNOWN_CLIENTS : undefined) : opt('clients').split(',');
 for (const c of CLIENTS ?? []) if (!KNOWN_CLIENTS.includes(c)) throw new Error(`--clients: '${c}' is neither poll nor wait`);
 const VDX_ARGS = (opt('vdx-args') ?? '').split(' ').filter(Boolean);
 const BASE_ARGS = (opt('base-args') ?? opt('vdx-args') ?? '').split(' ').filter(Boolean);
@@ -65,7 +79,7 @@ for (const n of [...QDS, ...QUEUES]) if (!Number.isInteger(n) || n < 1) throw ne
 if (AB && !existsSync(join(AB, 'dist/cli/main.js'))) throw new Error(`--ab ${AB}: no dist/cli/main.js there (run npm ci && npm run build in it)`);
 /** The second peer: qemu-storage-daemon, or with --ab another vdx build ("base"). */
 const OTHER = AB ? 'base' : 'qsd';
-const NAMES = { vdx: 'vdx', qsd: 'QSD', base: `vdx@${AB ? AB.split('/').pop() : ''}${BASE_ARGS.length ? ` (${BASE_ARGS.join(' ')})` : ''}` };
+const NAMES = { vdx: 'vdx', qsd: 'QSD', spdk: 'SPDK', base: `vdx@${AB ? AB.split('/').pop() : ''}${BASE_ARGS.length ? ` (${BASE_ARGS.join(' ')})` : ''}` };
 
 // ---------------------------------------------------------------- setup
 
@@ -152,6 +166,7 @@ function rbdBench(rw, threads) {
 
 function peerCommand(peer, backend, socket, queues) {
   if (peer === 'bare') return peerCommand('vdx', 'malloc', socket, queues);
+  if (peer === 'spdk') return spdkCommand(SPDK, backend, socket, SIZE);
   if (peer === 'vdx' || peer === 'base') {
     // malloc is populated like QSD's fallocated tmpfs file: both start with every page present.
     const bdevs = {
@@ -164,7 +179,7 @@ function peerCommand(peer, backend, socket, queues) {
       crypt: ['malloc:size=1G,populate=on,name=m0', `crypt:name=d0,base=m0,key-file=${KEY_FILE}`],
     }[backend];
     const root = peer === 'base' ? AB : REPO;
-    return [process.execPath, [join(root, 'dist/cli/main.js'), 'serve', ...bdevs.flatMap((b) => ['--bdev', b]), '--export', `vhost-user:bdev=d0,socket=${socket},num-queues=${queues}`, '--rpc-socket', 'none', '--log-level', 'warn', '--log-format', 'json', ...(peer === 'base' ? BASE_ARGS : VDX_ARGS)]];
+    return [process.execPath, [join(root, 'dist/cli/main.js'), 'serve', ...bdevs.flatMap((b) => ['--bdev', b]), '--export', `vhost-user:bdev=d0,socket=${socket},num-queues=${queues}`, '--rpc-socket', 'none', '--log-level', 'warn', '--log-format', 'json', ...(PIN ? ['--cpumask', '0x2'] : []), ...(peer === 'base' ? BASE_ARGS : VDX_ARGS)]];
   }
   const blockdev = {
     null: `null-co,node-name=d0,size=${SIZE}`,
@@ -178,18 +193,25 @@ function peerCommand(peer, backend, socket, queues) {
   const crypt = backend === 'crypt'
     ? ['--object', `secret,id=sec0,data=${LUKS_SECRET}`, '--blockdev', `file,node-name=f0,filename=${LUKS_IMG},aio=io_uring`, '--blockdev', 'luks,node-name=d0,file=f0,key-secret=sec0']
     : ['--blockdev', blockdev];
-  return ['qemu-storage-daemon', ['--object', 'iothread,id=io0', ...crypt, '--export', `vhost-user-blk,id=e0,node-name=d0,addr.type=unix,addr.path=${socket},writable=on,num-queues=${queues},iothread=io0`]];
+  // QSD 7.2 cannot pin an iothread by itself: the whole daemon goes to CPU 1 (its main loop is idle during I/O).
+  return [PIN ? 'taskset' : 'qemu-storage-daemon', [...(PIN ? ['-c', '1', 'qemu-storage-daemon'] : []), '--object', 'iothread,id=io0', ...crypt, '--export', `vhost-user-blk,id=e0,node-name=d0,addr.type=unix,addr.path=${socket},writable=on,num-queues=${queues},iothread=io0`]];
 }
 
 /** Peak resident memory of a process (VmHWM), MiB. */
 const peakRssMiB = (pid) => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
+
+/** read and write syscalls the process has made: /proc/PID/io's syscr and syscw, all threads. */
+const syscalls = (pid) => {
+  const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+  return { r: Number(/syscr: (\d+)/.exec(io)[1]), w: Number(/syscw: (\d+)/.exec(io)[1]) };
+};
 
 const ticks = (pid) => {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return Number(f[11]) + Number(f[12]);
 };
 
-async function waitFor(path, child, ms = 15000) {
+async function waitFor(path, child, ms = SPDK ? 60000 : 15000) {
   const end = Date.now() + ms;
   while (!existsSync(path)) {
     if (child.exitCode !== null) throw new Error(`peer exited (${child.exitCode}) before listening`);
@@ -210,15 +232,27 @@ async function runOne(bin, peer, cfg) {
   try {
     await waitFor(socket, child);
     const t0 = ticks(child.pid);
+    const c0 = syscalls(child.pid);
     const s0 = performance.now();
-    const out = execFileSync(join(REPO, 'scripts/vm/in-userland.sh'), [bin, 'virtio-blk-vhost-user', socket, cfg.rw, String(cfg.qd), String(cfg.queues), String(SECONDS), String(SIZE), cfg.client], {
+    const userland = [join(REPO, 'scripts/vm/in-userland.sh'), bin, 'virtio-blk-vhost-user', socket, cfg.rw, String(cfg.qd), String(cfg.queues), String(SECONDS), String(SIZE), cfg.client];
+    const out = execFileSync(PIN ? 'taskset' : userland[0], PIN ? ['-c', '0', ...userland] : userland.slice(1), {
       encoding: 'utf8',
       timeout: (SECONDS + 30) * 1000,
     });
     const wall = (performance.now() - s0) / 1000;
+    const c1 = syscalls(child.pid);
     const r = JSON.parse(out.trim().split('\n').pop());
     r.daemon_cpu = (ticks(child.pid) - t0) / 100 / wall;
     r.daemon_rss_mib = peakRssMiB(child.pid);
+    // Per request, over every request the client made (the measured ones and its drain).
+    const ios = r.ios + cfg.qd * cfg.queues;
+    if (r.ios > 0) {
+      r.kicks_per_io = r.kicks >= 0 ? r.kicks / ios : NaN;
+      // The daemon writes nothing but interrupts (eventfd) during I/O, and reads nothing but kicks.
+      r.irqs_per_io = (c1.w - c0.w) / ios;
+      r.kick_reads_per_io = (c1.r - c0.r) / ios;
+      r.daemon_ns_per_io = (r.daemon_cpu * wall * 1e9) / ios;
+    }
     return r;
   } catch (e) {
     throw new Error(`${peer} ${JSON.stringify(cfg)}: ${e.message}\n${err.slice(-2000)}`);
@@ -417,6 +451,17 @@ async function memoryUnderLoad(bin) {
 
 const bin = client();
 images();
+if (SPDK) {
+  spdkLeftovers();
+  reserveHugepages();
+  process.on('exit', () => {
+    try {
+      releaseHugepages();
+    } catch {
+      // the hugepages stay reserved; nothing else to do at exit
+    }
+  });
+}
 const configs = [];
 if (!args.includes('--no-matrix')) {
   for (const backend of BACKENDS) {
@@ -434,11 +479,11 @@ process.on('exit', () => {
   if (remote.rbd) spawn('bash', [join(REPO, 'scripts/ceph/cluster.sh'), 'stop', remote.rbd.dir], { stdio: 'ignore', detached: true });
 });
 for (const b of new Set(configs.map((c) => c.backend))) if (REMOTE.has(b)) await startRemote(b);
-const total = configs.reduce((n, c) => n + ROUNDS * (LAYERS.has(c.backend) ? 3 : 2), 0);
+const total = configs.reduce((n, c) => n + ROUNDS * (2 + (LAYERS.has(c.backend) ? 1 : 0) + (SPDK && SPDK_BACKENDS.has(c.backend) ? 1 : 0)), 0);
 let done = 0;
 const results = [];
 for (const cfg of configs) {
-  const peers = LAYERS.has(cfg.backend) ? ['vdx', OTHER, 'bare'] : ['vdx', OTHER];
+  const peers = ['vdx', OTHER, ...(SPDK && SPDK_BACKENDS.has(cfg.backend) ? ['spdk'] : []), ...(LAYERS.has(cfg.backend) ? ['bare'] : [])];
   const runs = Object.fromEntries(peers.map((p) => [p, []]));
   for (let round = 0; round < ROUNDS; round++) {
     // Rotate who goes first: this machine's noise drifts over seconds.
@@ -450,10 +495,26 @@ for (const cfg of configs) {
       done++;
     }
   }
-  const med = (peer) => Object.fromEntries(['iops', 'p50_us', 'p99_us', 'client_cpu', 'daemon_cpu', 'daemon_rss_mib'].map((k) => [k, median(runs[peer].map((r) => r[k]))]));
-  results.push({ ...cfg, label: `${cfg.backend} rand${cfg.rw} qd${cfg.qd} q${cfg.queues}${cfg.client === 'poll' ? '' : ` ${cfg.client}`}`, vdx: med('vdx'), [OTHER]: med(OTHER), ...(runs.bare ? { bare: med('bare') } : {}), runs });
+  const med = (peer) => Object.fromEntries(['iops', 'p50_us', 'p99_us', 'client_cpu', 'daemon_cpu', 'daemon_rss_mib', 'kicks_per_io', 'irqs_per_io', 'kick_reads_per_io', 'daemon_ns_per_io'].map((k) => [k, median(runs[peer].map((r) => r[k]))]));
+  // The machine drifts between fast and slow phases within minutes: the ratio of each round's back-to-back runs, medians of those.
+  const perRound = (peer) => median(runs.vdx.map((r, i) => r.iops / runs[peer][i].iops));
+  results.push({
+    ...cfg,
+    label: `${cfg.backend} rand${cfg.rw} qd${cfg.qd} q${cfg.queues}${cfg.client === 'poll' ? '' : ` ${cfg.client}`}`,
+    ...Object.fromEntries(peers.map((p) => [p, med(p)])),
+    ratio: Object.fromEntries(peers.filter((p) => p !== 'vdx').map((p) => [p, perRound(p)])),
+    runs,
+  });
 }
 progress(total, total, 'done');
+/** Each daemon's CPU with a client connected and idle (null bdev), median over the rounds. */
+const idle = {};
+if (SPDK && configs.length > 0) {
+  const cfg = { backend: 'null', rw: 'idle', qd: 1, queues: 1, client: 'wait' };
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const peer of round % 2 ? ['spdk', OTHER, 'vdx'] : ['vdx', OTHER, 'spdk']) (idle[peer] ??= []).push((await runOne(bin, peer, cfg)).daemon_cpu);
+  }
+}
 const ceiling = {};
 if (remote.rbd) {
   for (const rw of RWS) for (const qd of QDS.filter((q) => q <= 32)) ceiling[`rand${rw} qd${qd}`] = median(Array.from({ length: ROUNDS }, () => rbdBench(rw, qd)));
@@ -506,6 +567,27 @@ function addSection(md, jsonName, data) {
       layered.map((r) => ({ layer: r.backend, rw: r.rw, qd: r.qd, queues: r.queues, client: r.client, iops: r.vdx.iops, malloc_iops: r.bare.iops, cpu_s_per_gib: perGiB(r.vdx), malloc_cpu_s_per_gib: perGiB(r.bare) })),
     );
   }
+}
+if (SPDK) {
+  const three = results.filter((r) => r.spdk);
+  const trio = (r, f) => ['vdx', OTHER, 'spdk'].map((p) => f(r[p])).join(' / ');
+  addSection(
+    [
+      '## vdx, QSD and SPDK',
+      '',
+      `The same libblkio client pinned to CPU 0; each daemon has one reactor/iothread on CPU 1 (vdx --cpumask 0x2, QSD under taskset -c 1, SPDK vhost -m 0x2), ${SECONDS} s per run, ${ROUNDS} rounds, the order rotated each round. The ratios are medians of the per-round ratios (each round runs the peers back to back); IOPS and p50 are medians of the runs. Per I/O, from /proc/PID/io: kicks are the client's eventfd writes, interrupts the daemon's; CPU is the daemon's, all threads, ns per request.`,
+      '',
+      `| backend | client | QD | vdx IOPS / p50 µs | ${O} IOPS / p50 µs | SPDK IOPS / p50 µs | vdx/${O} | vdx/SPDK | kicks per I/O (vdx / ${O} / SPDK) | interrupts per I/O | daemon CPU ns per I/O |`,
+      '|---|---|---|---|---|---|---|---|---|---|---|',
+      ...three.map((r) => `| ${r.backend === 'malloc' ? 'RAM disk' : r.backend} | ${r.client} | ${r.qd} | ${fmt(r.vdx.iops)} / ${fmt(r.vdx.p50_us, 1)} | ${fmt(r[OTHER].iops)} / ${fmt(r[OTHER].p50_us, 1)} | ${fmt(r.spdk.iops)} / ${fmt(r.spdk.p50_us, 1)} | ${fmt(r.ratio[OTHER], 2)} | ${fmt(r.ratio.spdk, 2)} | ${trio(r, (x) => fmt(x.kicks_per_io, 3))} | ${trio(r, (x) => fmt(x.irqs_per_io, 3))} | ${trio(r, (x) => fmt(x.daemon_ns_per_io))} |`),
+      ...(Object.keys(idle).length > 0 ? [
+        '',
+        `Idle, a client connected and no I/O for ${SECONDS} s (null bdev), daemon CPU in % of a core, median of ${ROUNDS}: ${['vdx', OTHER, 'spdk'].map((p) => `${NAMES[p]} ${fmt(100 * median(idle[p]), 1)} %`).join(', ')}.`,
+      ] : []),
+    ],
+    'spdk.json',
+    { rows: three.map(({ runs, ...r }) => r), idle },
+  );
 }
 if (Object.keys(ceiling).length > 0) {
   const row = (key, client) => results.find((r) => r.backend === 'rbd' && r.client === client && `rand${r.rw} qd${r.qd}` === key);
