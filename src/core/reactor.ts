@@ -7,7 +7,7 @@ import { bdevModule, bdevModuleSource } from '../bdev/registry.js';
 import type { BdevDesc, Channel, ChannelContext } from '../bdev/types.js';
 import type { NativeShim } from '../native/index.js';
 import { BlkQueue } from '../virtio/blk.js';
-import { IoClock } from '../virtio/blk-counters.js';
+import { IoClock, perf } from '../virtio/blk-counters.js';
 import { IotlbMapper } from './iotlb.js';
 import { inflightSplitStride, SplitInflight } from '../virtio/inflight.js';
 import { inflightPackedStride, PackedInflight } from '../virtio/inflight-packed.js';
@@ -132,7 +132,7 @@ export class Reactor {
         idlePasses = 0;
         continue;
       }
-      const now = performance.now();
+      const now = perf.now();
       if (this.idleSince === 0) this.idleSince = now;
       if ((now - this.idleSince) * 1000 < this.init.idleSpinUs) continue;
       this.sleep();
@@ -206,7 +206,7 @@ export class Reactor {
    * told) and seeds the next pass, whose pops then come within a pass of it.
    */
   private accountBusy(): void {
-    const end = performance.now();
+    const end = perf.now();
     const start = this.clock.passStart >= 0 ? this.clock.passStart : end;
     const rc = this.rc;
     rc[R_IDLE_NS] += (start - this.markMs) * 1e6;
@@ -261,7 +261,7 @@ export class Reactor {
       rc[R_ITERATIONS] = this.stats.iterations;
       rc[R_SLEEP_SINCE_MS] = this.markMs + this.monoOffsetMs;
       const got = n.epollWait(this.epfd, this.events, this.throttledWakeMs());
-      const t1 = performance.now();
+      const t1 = perf.now();
       // Clear sleep-since before adding the sleep: a reader takes idle first (ReactorCounterReader).
       rc[R_SLEEP_SINCE_MS] = 0;
       rc[R_IDLE_NS] += (t1 - this.markMs) * 1e6;

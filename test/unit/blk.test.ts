@@ -13,6 +13,7 @@ import {
   VIRTIO_BLK_T_IN,
   VIRTIO_BLK_T_OUT,
   VIRTIO_BLK_T_WRITE_ZEROES,
+  VRING_AVAIL_F_NO_INTERRUPT,
   VRING_DESC_F_NEXT as NEXT,
   VRING_DESC_F_WRITE as WRITE,
 } from '../../src/virtio/constants.js';
@@ -270,6 +271,52 @@ describe('virtio-blk engine: hostile requests', () => {
     h.drv.makeAvail(0, 0);
     h.q.poll();
     expect(h.brokenWhy).toMatch(/again while it was in flight/);
+  });
+
+  test('block alignment: 4096-byte blocks by mask, an odd module block size by the general test', () => {
+    const big = new Harness(new FakeChannel(), params({ blockSize: 4096 }));
+    expect(big.rw(VIRTIO_BLK_T_IN, 1, big.drv.alloc(4096), 4096).status).toBe(IOERR);
+    expect(big.rw(VIRTIO_BLK_T_IN, 8, big.drv.alloc(512), 512).status).toBe(IOERR);
+    expect(big.rw(VIRTIO_BLK_T_IN, 8, big.drv.alloc(4096), 4096).status).toBe(OK);
+    expect(big.rw(VIRTIO_BLK_T_IN, 2 ** 32 + 8, big.drv.alloc(4096), 4096).status).toBe(IOERR);
+    const odd = new Harness(new FakeChannel(), params({ blockSize: 1536 }));
+    expect(odd.rw(VIRTIO_BLK_T_IN, 3, odd.drv.alloc(1536), 1536).status).toBe(OK);
+    expect(odd.rw(VIRTIO_BLK_T_IN, 2, odd.drv.alloc(1536), 1536).status).toBe(IOERR);
+    expect(odd.rw(VIRTIO_BLK_T_IN, 3, odd.drv.alloc(1024), 1024).status).toBe(IOERR);
+  });
+
+  test('a driver that waits for interrupts gets its completions 8 at a time; a polling one 64', () => {
+    const ch = new FakeChannel();
+    const h = new Harness(ch, params(), realDriver(128));
+    let head = 0;
+    const post = (n: number) => {
+      for (let i = 0; i < n; i++, head = (head + 2) % 128) {
+        h.drv.putChain(head, [d(h.hdr(VIRTIO_BLK_T_FLUSH, 0), 16, NEXT), d(h.status(), 1, WRITE)]);
+        h.drv.makeAvail(head);
+      }
+    };
+    const pass = () => {
+      const popped = h.q.poll();
+      ch.poll();
+      return { popped, irq: h.q.flush() };
+    };
+    h.drv.setAvailFlags(VRING_AVAIL_F_NO_INTERRUPT); // polling
+    post(20);
+    expect(pass()).toEqual({ popped: 20, irq: false });
+    h.drv.setAvailFlags(0); // now it sleeps until interrupted
+    post(20);
+    expect(pass()).toEqual({ popped: 20, irq: true });
+    post(20);
+    expect(pass()).toEqual({ popped: 8, irq: true });
+    // It keeps counting as waiting while it has not re-armed: completions it sleeps on come soonest in small batches.
+    expect(pass()).toEqual({ popped: 8, irq: true });
+    h.drv.setAvailFlags(VRING_AVAIL_F_NO_INTERRUPT);
+    for (let i = 0; i < 16; i++) {
+      post(1);
+      pass();
+    }
+    post(20);
+    expect(pass().popped).toBe(20); // 16 publishes without an interrupt: polling again
   });
 
   test('seeded fuzz: random rings never throw and every popped head completes once', () => {
