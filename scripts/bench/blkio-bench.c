@@ -149,8 +149,11 @@ int main(int argc, char **argv) {
   if ((rc = blkio_map_mem_region(b, &region)) < 0) die("map mem region", rc);
   memset(region.addr, 0x5a, slots * BS);
   if (idle) {
+    // "ready" and "slept" bracket the idle time, for whoever measures the daemon meanwhile.
+    fprintf(stderr, "ready\n");
     struct timespec nap = {(time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9)};
     nanosleep(&nap, NULL);
+    fprintf(stderr, "slept\n");
     printf("{\"ios\":0,\"errors\":0,\"seconds\":%.3f,\"iops\":0,\"p50_us\":0,\"p99_us\":0,\"client_cpu\":0,\"kicks\":0}\n", seconds);
     blkio_destroy(&b);
     return 0;

@@ -507,12 +507,47 @@ for (const cfg of configs) {
   });
 }
 progress(total, total, 'done');
-/** Each daemon's CPU with a client connected and idle (null bdev), median over the rounds. */
+/**
+ * A daemon's CPU, in cores, while a client is connected and idle (null bdev):
+ * from the client's "ready" (queues started) to its "slept", so connecting and
+ * tearing down are not counted.
+ */
+async function idleCpu(peer) {
+  const dir = join(tmpdir(), `vdx-bench-${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  const socket = join(dir, `${peer}.sock`);
+  rmSync(socket, { force: true });
+  const [cmd, argv] = peerCommand(peer, 'null', socket, 1);
+  const daemon = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+  try {
+    await waitFor(socket, daemon);
+    const client = spawn('taskset', ['-c', '0', join(REPO, 'scripts/vm/in-userland.sh'), bin, 'virtio-blk-vhost-user', socket, 'idle', '1', '1', String(SECONDS), String(SIZE), 'wait'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let t0 = -1;
+    let s0 = 0;
+    let cpu = NaN;
+    let text = '';
+    client.stderr.on('data', (d) => {
+      text += d;
+      if (t0 < 0 && text.includes('ready\n')) {
+        t0 = ticks(daemon.pid);
+        s0 = performance.now();
+      }
+      if (Number.isNaN(cpu) && t0 >= 0 && text.includes('slept\n')) cpu = (ticks(daemon.pid) - t0) / 100 / ((performance.now() - s0) / 1000);
+    });
+    const code = await new Promise((r) => client.once('exit', r));
+    if (code !== 0 || Number.isNaN(cpu)) throw new Error(`idle client against ${peer} failed (${code}): ${text.slice(-500)}`);
+    return cpu;
+  } finally {
+    daemon.kill('SIGTERM');
+    await new Promise((r) => (daemon.exitCode !== null ? r() : daemon.once('exit', r)));
+  }
+}
+
+/** Each daemon's CPU with a client connected and idle, median over the rounds. */
 const idle = {};
 if (SPDK && configs.length > 0) {
-  const cfg = { backend: 'null', rw: 'idle', qd: 1, queues: 1, client: 'wait' };
   for (let round = 0; round < ROUNDS; round++) {
-    for (const peer of round % 2 ? ['spdk', OTHER, 'vdx'] : ['vdx', OTHER, 'spdk']) (idle[peer] ??= []).push((await runOne(bin, peer, cfg)).daemon_cpu);
+    for (const peer of round % 2 ? ['spdk', OTHER, 'vdx'] : ['vdx', OTHER, 'spdk']) (idle[peer] ??= []).push(await idleCpu(peer));
   }
 }
 const ceiling = {};
@@ -582,7 +617,7 @@ if (SPDK) {
       ...three.map((r) => `| ${r.backend === 'malloc' ? 'RAM disk' : r.backend} | ${r.client} | ${r.qd} | ${fmt(r.vdx.iops)} / ${fmt(r.vdx.p50_us, 1)} | ${fmt(r[OTHER].iops)} / ${fmt(r[OTHER].p50_us, 1)} | ${fmt(r.spdk.iops)} / ${fmt(r.spdk.p50_us, 1)} | ${fmt(r.ratio[OTHER], 2)} | ${fmt(r.ratio.spdk, 2)} | ${trio(r, (x) => fmt(x.kicks_per_io, 3))} | ${trio(r, (x) => fmt(x.irqs_per_io, 3))} | ${trio(r, (x) => fmt(x.daemon_ns_per_io))} |`),
       ...(Object.keys(idle).length > 0 ? [
         '',
-        `Idle, a client connected and no I/O for ${SECONDS} s (null bdev), daemon CPU in % of a core, median of ${ROUNDS}: ${['vdx', OTHER, 'spdk'].map((p) => `${NAMES[p]} ${fmt(100 * median(idle[p]), 1)} %`).join(', ')}.`,
+        `Idle, a client connected (queues started) and no I/O for ${SECONDS} s (null bdev), daemon CPU in % of a core, median of ${ROUNDS}, from the client's start of the queues to the end of its sleep: ${['vdx', OTHER, 'spdk'].map((p) => `${NAMES[p]} ${fmt(100 * median(idle[p]), 1)} %`).join(', ')}.`,
       ] : []),
     ],
     'spdk.json',
