@@ -131,6 +131,30 @@ describe('split ring: avail and used indices', () => {
     expect(r.nextAvail()).toBe(BROKEN);
   });
 
+  test('heads made available while a batch is popped are taken after it', () => {
+    const drv = new TestDriver(8);
+    const r = drv.ring();
+    drv.makeAvail(1, 2);
+    expect(r.nextAvail()).toBe(1);
+    drv.makeAvail(3);
+    expect(r.availPending()).toBe(true);
+    expect([r.nextAvail(), r.nextAvail(), r.nextAvail()]).toEqual([2, 3, NO_HEAD]);
+    expect(r.availPending()).toBe(false);
+  });
+
+  test('the avail index is read once per batch, and a driver moving it back is caught at the next read', () => {
+    const drv = new TestDriver(8);
+    const r = drv.ring();
+    drv.makeAvail(1, 2, 3);
+    expect(r.nextAvail()).toBe(1);
+    // The driver takes back what it published: the batch already read stands
+    // (its entries were valid when read), the next read of the index breaks the ring.
+    drv.setAvailIdx(1);
+    expect([r.nextAvail(), r.nextAvail()]).toEqual([2, 3]);
+    expect(r.nextAvail()).toBe(BROKEN);
+    expect(r.broken).toMatch(/entries ahead/);
+  });
+
   test('a head beyond the ring size breaks the ring', () => {
     const drv = new TestDriver(8);
     const r = drv.ring();
