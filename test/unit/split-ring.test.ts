@@ -147,8 +147,9 @@ describe('split ring: avail and used indices', () => {
     const r = drv.ring();
     drv.makeAvail(1, 2, 3);
     expect(r.nextAvail()).toBe(1);
-    // The driver takes back what it published: the batch already read stands
-    // (its entries were valid when read), the next read of the index breaks the ring.
+    // The driver takes back what it published: the heads counted by the index
+    // already read are still popped (each checked as it is taken), and the next
+    // read of the index, now behind lastAvail, breaks the ring.
     drv.setAvailIdx(1);
     expect([r.nextAvail(), r.nextAvail()]).toEqual([2, 3]);
     expect(r.nextAvail()).toBe(BROKEN);
