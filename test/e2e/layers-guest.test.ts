@@ -56,7 +56,8 @@ describe('layered bdevs in a QEMU guest', () => {
     mkdirSync(LOG_DIR, { recursive: true });
     const logPath = join(LOG_DIR, 'vdx-layers-guest.log');
     const vdx = spawnTracked(process.execPath, [
-      join(REPO, 'dist/cli/main.js'), 'serve', '--log-format', 'json', '--rpc-socket', rpc,
+      // Its own state dir: the mirror's record of out-of-step members (raid1-r0.json) goes with the test's files.
+      join(REPO, 'dist/cli/main.js'), 'serve', '--log-format', 'json', '--rpc-socket', rpc, '--state-dir', join(dir, 'state'),
       '--bdev-module', join(REPO, 'contrib/bdev-modules/crc.mjs'),
       '--bdev', `file:name=f0,path=${a}`, '--bdev', `file:name=f1,path=${b}`, '--bdev', 'error:name=EE_f1,base=f1',
       '--bdev', 'raid1:name=r0,members=f0+EE_f1',
