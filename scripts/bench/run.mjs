@@ -220,17 +220,33 @@ async function waitFor(path, child, ms = SPDK ? 60000 : 15000) {
   }
 }
 
-async function runOne(bin, peer, cfg) {
+/**
+ * Start `peer` serving `backend` on a fresh socket, run `use(child, socket)`
+ * once it listens, and stop it however that ends; a failure carries the
+ * daemon's last words.
+ */
+async function withPeer(peer, backend, queues, what, use) {
   const dir = join(tmpdir(), `vdx-bench-${process.pid}`);
   mkdirSync(dir, { recursive: true });
   const socket = join(dir, `${peer}.sock`);
   rmSync(socket, { force: true });
-  const [cmd, argv] = peerCommand(peer, cfg.backend, socket, cfg.queues);
+  const [cmd, argv] = peerCommand(peer, backend, socket, queues);
   const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr.on('data', (d) => (err += d));
   try {
     await waitFor(socket, child);
+    return await use(child, socket);
+  } catch (e) {
+    throw new Error(`${peer} ${what}: ${e.message}\n${err.slice(-2000)}`);
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)));
+  }
+}
+
+function runOne(bin, peer, cfg) {
+  return withPeer(peer, cfg.backend, cfg.queues, JSON.stringify(cfg), (child, socket) => {
     const t0 = ticks(child.pid);
     const c0 = syscalls(child.pid);
     const s0 = performance.now();
@@ -254,12 +270,7 @@ async function runOne(bin, peer, cfg) {
       r.daemon_ns_per_io = (r.daemon_cpu * wall * 1e9) / ios;
     }
     return r;
-  } catch (e) {
-    throw new Error(`${peer} ${JSON.stringify(cfg)}: ${e.message}\n${err.slice(-2000)}`);
-  } finally {
-    child.kill('SIGTERM');
-    await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)));
-  }
+  });
 }
 
 // ---------------------------------------------------------------- output
@@ -512,15 +523,8 @@ progress(total, total, 'done');
  * from the client's "ready" (queues started) to its "slept", so connecting and
  * tearing down are not counted.
  */
-async function idleCpu(peer) {
-  const dir = join(tmpdir(), `vdx-bench-${process.pid}`);
-  mkdirSync(dir, { recursive: true });
-  const socket = join(dir, `${peer}.sock`);
-  rmSync(socket, { force: true });
-  const [cmd, argv] = peerCommand(peer, 'null', socket, 1);
-  const daemon = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
-  try {
-    await waitFor(socket, daemon);
+function idleCpu(peer) {
+  return withPeer(peer, 'null', 1, 'idle', async (daemon, socket) => {
     const client = spawn('taskset', ['-c', '0', join(REPO, 'scripts/vm/in-userland.sh'), bin, 'virtio-blk-vhost-user', socket, 'idle', '1', '1', String(SECONDS), String(SIZE), 'wait'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let t0 = -1;
     let s0 = 0;
@@ -535,12 +539,9 @@ async function idleCpu(peer) {
       if (Number.isNaN(cpu) && t0 >= 0 && text.includes('slept\n')) cpu = (ticks(daemon.pid) - t0) / 100 / ((performance.now() - s0) / 1000);
     });
     const code = await new Promise((r) => client.once('exit', r));
-    if (code !== 0 || Number.isNaN(cpu)) throw new Error(`idle client against ${peer} failed (${code}): ${text.slice(-500)}`);
+    if (code !== 0 || Number.isNaN(cpu)) throw new Error(`idle client failed (${code}): ${text.slice(-500)}`);
     return cpu;
-  } finally {
-    daemon.kill('SIGTERM');
-    await new Promise((r) => (daemon.exitCode !== null ? r() : daemon.once('exit', r)));
-  }
+  });
 }
 
 /** Each daemon's CPU with a client connected and idle, median over the rounds. */
