@@ -43,7 +43,11 @@ for r in $(seq 1 "$ROUNDS"); do
       irqs=$(hits vdxioctl)
       uncount vdxkick
       uncount vdxioctl "cmd == $INJECT_IRQ"
-      echo "BENCH $exp $(awk -F';' '{print $8}' /tmp/f.out)"
+      # Every round prints both lines or the run fails: run.mjs pairs the peers' runs by their order.
+      [ -n "$kicks" ] && [ -n "$irqs" ] || fail "no kprobe hit counts in $T/events/kprobes/*/hist"
+      iops=$(awk -F';' '{print $8}' /tmp/f.out)
+      [ -n "$iops" ] || { cat /tmp/f.out; fail "fio reported no IOPS"; }
+      echo "BENCH $exp $iops"
       # fio's field 6 is the KiB read: 4 KiB per I/O. /proc ticks are USER_HZ (100 per second).
       echo "COST $exp $(awk -F';' '{print int($6 / 4)}' /tmp/f.out) $(( (t1 - t0) * 10000000 )) $kicks $irqs"
       vdpa dev del vduse0

@@ -221,6 +221,28 @@ async function waitFor(path, child, ms = SPDK ? 60000 : 15000) {
 }
 
 /**
+ * Spawn a daemon and keep its stderr. stop() ends it (SIGTERM; SIGKILL after
+ * 10 s, because SPDK's vhost once spun on through two SIGTERMs and held a run)
+ * and resolves once it has gone and its stderr is read to the end.
+ */
+function daemon(cmd, argv) {
+  const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (d) => (err += d));
+  const closed = new Promise((r) => child.once('close', r));
+  return {
+    child,
+    lastWords: () => err.slice(-2000),
+    async stop() {
+      child.kill('SIGTERM');
+      const kill = setTimeout(() => child.kill('SIGKILL'), 10000);
+      await closed;
+      clearTimeout(kill);
+    },
+  };
+}
+
+/**
  * Start `peer` serving `backend` on a fresh socket, run `use(child, socket)`
  * once it listens, and stop it however that ends; a failure carries the
  * daemon's last words.
@@ -230,24 +252,18 @@ async function withPeer(peer, backend, queues, what, use) {
   mkdirSync(dir, { recursive: true });
   const socket = join(dir, `${peer}.sock`);
   rmSync(socket, { force: true });
-  const [cmd, argv] = peerCommand(peer, backend, socket, queues);
-  const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  child.stderr.on('data', (d) => (err += d));
+  const d = daemon(...peerCommand(peer, backend, socket, queues));
+  let failure;
   try {
-    await waitFor(socket, child);
-    return await use(child, socket);
+    await waitFor(socket, d.child);
+    return await use(d.child, socket);
   } catch (e) {
-    throw new Error(`${peer} ${what}: ${e.message}\n${err.slice(-2000)}`);
+    failure = e;
   } finally {
-    // SPDK's vhost has been seen to spin on after SIGTERM (once in the 45 stops of a run; SIGTERM again
-    // did nothing): a peer that has not gone after 10 s is killed, so the run goes on.
-    const gone = new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r() : child.once('exit', r)));
-    child.kill('SIGTERM');
-    const kill = setTimeout(() => child.kill('SIGKILL'), 10000);
-    await gone;
-    clearTimeout(kill);
+    await d.stop();
   }
+  // Only now: a run blocks the event loop (execFileSync), so what the daemon said during it is read after.
+  throw new Error(`${peer} ${what}: ${failure.message}\n${d.lastWords()}`);
 }
 
 function runOne(bin, peer, cfg) {
@@ -360,6 +376,7 @@ async function benchGuest(script, label, expected, qemuArgs = []) {
   const costs = {};
   for (const m of text.matchAll(/COST (\S+) (\d+) (\d+) (\d+) (\d+)/g)) {
     const ios = Number(m[2]);
+    if (ios === 0) continue;
     (costs[m[1]] ??= []).push({ ios, cpu_ns_per_io: Number(m[3]) / ios, kicks_per_io: Number(m[4]) / ios, irqs_per_io: Number(m[5]) / ios });
   }
   return { runs, costs };
@@ -391,15 +408,14 @@ async function guestPacked() {
   mkdirSync(dir, { recursive: true });
   const sock = (n) => join(dir, `${n}.sock`);
   for (const n of ['split', 'packed']) rmSync(sock(n), { force: true });
-  const vdx = spawn(process.execPath, [join(REPO, 'dist/cli/main.js'), 'serve',
+  const d = daemon(process.execPath, [join(REPO, 'dist/cli/main.js'), 'serve',
     '--bdev', 'null:size=1G,name=s', '--bdev', 'null:size=2G,name=p',
     '--export', `vhost-user:bdev=s,socket=${sock('split')}`, '--export', `vhost-user:bdev=p,socket=${sock('packed')}`,
-    '--rpc-socket', 'none', '--log-level', 'warn', '--log-format', 'json', ...VDX_ARGS], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  vdx.stderr.on('data', (d) => (err += d));
+    '--rpc-socket', 'none', '--log-level', 'warn', '--log-format', 'json', ...VDX_ARGS]);
+  let failure;
   try {
-    await waitFor(sock('split'), vdx);
-    await waitFor(sock('packed'), vdx);
+    await waitFor(sock('split'), d.child);
+    await waitFor(sock('packed'), d.child);
     const { runs } = await benchGuest('guest-packed.sh', 'packed vs split in the guest (fio)', ROUNDS * 4, [
       '-object', 'memory-backend-memfd,id=mem,size=2048M,share=on', '-machine', 'memory-backend=mem',
       '-chardev', `socket,id=cs,path=${sock('split')}`, '-device', 'vhost-user-blk-pci,chardev=cs,num-queues=1,packed=off',
@@ -412,11 +428,11 @@ async function guestPacked() {
     }
     return { ...out, runs };
   } catch (e) {
-    throw new Error(`${e.message}\n${err.slice(-2000)}`);
+    failure = e;
   } finally {
-    vdx.kill('SIGTERM');
-    await new Promise((r) => (vdx.exitCode !== null ? r() : vdx.once('exit', r)));
+    await d.stop();
   }
+  throw new Error(`${failure.message}\n${d.lastWords()}`);
 }
 
 // ---------------------------------------------------------------- memory under load
@@ -447,9 +463,9 @@ async function memoryUnderLoad(bin) {
         : ['--object', 'iothread,id=io0', '--object', 'iothread,id=io1',
             ...socks.flatMap((sck, i) => ['--blockdev', kind(i) === 'null' ? `null-co,node-name=d${i},size=${SIZE}` : `file,node-name=d${i},filename=${FILE_IMG},aio=io_uring,cache.direct=on`,
               '--export', `vhost-user-blk,id=e${i},node-name=d${i},addr.type=unix,addr.path=${sck},writable=on,num-queues=2,iothread=io${i % 2}`])];
-    const child = spawn(peer === 'vdx' ? process.execPath : 'qemu-storage-daemon', argv, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (d) => (err += d));
+    const d = daemon(peer === 'vdx' ? process.execPath : 'qemu-storage-daemon', argv);
+    const child = d.child;
+    let failure;
     try {
       for (const sck of socks) await waitFor(sck, child);
       await new Promise((r) => setTimeout(r, 1000));
@@ -469,11 +485,11 @@ async function memoryUnderLoad(bin) {
       const after = rss(child.pid);
       out[peer] = { idle, loaded: { ...after, peak: Math.max(peak, after.hwm) }, iops: results.map((r) => Math.round(r.iops)) };
     } catch (e) {
-      throw new Error(`${peer} memory run: ${e.message}\n${err.slice(-2000)}`);
+      failure = e;
     } finally {
-      child.kill('SIGTERM');
-      await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)));
+      await d.stop();
     }
+    if (failure) throw new Error(`${peer} memory run: ${failure.message}\n${d.lastWords()}`);
   }
   return out;
 }
