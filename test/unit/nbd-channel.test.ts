@@ -3,7 +3,7 @@
 // and against a scripted hostile server. Needs the native addon and the servers.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
-import { type Server, type Socket, createServer } from 'node:net';
+import { type Server, type Socket, createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
@@ -62,7 +62,25 @@ async function server(cmd: string, args: string[], sock: string): Promise<ChildP
   const p = spawn(cmd, args, { stdio: 'ignore' });
   procs.push(p);
   await waitFor(() => existsSync(sock));
+  // The path exists from bind(); a connect before the server's listen() is refused. Wait for one to be taken.
+  const end = Date.now() + 10_000;
+  while (!(await accepts(sock))) {
+    if (Date.now() > end || p.exitCode !== null) throw new Error(`${cmd} does not accept connections on ${sock}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
   return p;
+}
+
+/** Does a unix socket take a connection? (closed again at once) */
+function accepts(sock: string): Promise<boolean> {
+  return new Promise((res) => {
+    const c = createConnection(sock);
+    c.once('connect', () => {
+      c.destroy();
+      res(true);
+    });
+    c.once('error', () => res(false));
+  });
 }
 const qemuNbd = (sock: string, img: string) => server('qemu-nbd', ['-t', '-f', 'raw', '--discard=unmap', '-k', sock, img], sock);
 
