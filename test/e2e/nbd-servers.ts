@@ -4,7 +4,7 @@ import type { ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
-import { exited, LOG_DIR, spawnTracked, waitForPath } from './vm.js';
+import { exited, LOG_DIR, spawnTracked } from './vm.js';
 
 /** A free TCP port on 127.0.0.1 (bound and released; the server binds it next). */
 export function freePort(): Promise<number> {
@@ -19,19 +19,25 @@ export function freePort(): Promise<number> {
   });
 }
 
-async function waitForPort(port: number, child: ChildProcess, what: string, timeoutMs = 15_000): Promise<void> {
+/**
+ * Wait until the server takes a connection (closed again at once). For a unix
+ * socket the path alone proves nothing: it exists from bind(), and a connect
+ * before listen() is refused.
+ */
+async function waitForListener(at: { path: string } | { host: string; port: number }, child: ChildProcess, what: string, timeoutMs = 15_000): Promise<void> {
+  const where = 'path' in at ? at.path : `${at.host}:${at.port}`;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what} exited before listening on 127.0.0.1:${port}`);
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what} exited before listening on ${where}`);
     const ok = await new Promise<boolean>((res) => {
-      const c = connect({ host: '127.0.0.1', port }, () => {
+      const c = connect(at, () => {
         c.destroy();
         res(true);
       });
       c.once('error', () => res(false));
     });
     if (ok) return;
-    if (Date.now() > deadline) throw new Error(`${what} did not listen on 127.0.0.1:${port} within ${timeoutMs} ms`);
+    if (Date.now() > deadline) throw new Error(`${what} did not listen on ${where} within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -105,8 +111,7 @@ export class NbdServer {
         void this.start().catch(() => {});
       }
     });
-    if (o.socket) await waitForPath(o.socket, this.child, o.kind);
-    else await waitForPort(o.port!, this.child, o.kind);
+    await waitForListener(o.socket ? { path: o.socket } : { host: '127.0.0.1', port: o.port! }, this.child, o.kind);
   }
 
   /** SIGKILL: no goodbye to the clients, as when a server crashes. */
