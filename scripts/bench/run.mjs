@@ -221,9 +221,12 @@ async function waitFor(path, child, ms = SPDK ? 60000 : 15000) {
 }
 
 /**
- * Spawn a daemon and keep its stderr. stop() ends it (SIGTERM; SIGKILL after
- * 10 s, because SPDK's vhost once spun on through two SIGTERMs and held a run)
- * and resolves once it has gone and its stderr is read to the end.
+ * Spawn a daemon and keep its stderr. use(label, body) runs `body(child)`, then
+ * stops the daemon however that ended (SIGTERM; SIGKILL after 10 s, because
+ * SPDK's vhost once spun on through two SIGTERMs and held a run) and waits
+ * until it has gone and its stderr is read to the end; a failure is thrown
+ * again only then, with what the daemon said, because a run blocks the event
+ * loop (execFileSync) and its stderr arrives after.
  */
 function daemon(cmd, argv) {
   const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -232,12 +235,19 @@ function daemon(cmd, argv) {
   const closed = new Promise((r) => child.once('close', r));
   return {
     child,
-    lastWords: () => err.slice(-2000),
-    async stop() {
-      child.kill('SIGTERM');
-      const kill = setTimeout(() => child.kill('SIGKILL'), 10000);
-      await closed;
-      clearTimeout(kill);
+    async use(label, body) {
+      let failure;
+      try {
+        return await body(child);
+      } catch (e) {
+        failure = e;
+      } finally {
+        child.kill('SIGTERM');
+        const kill = setTimeout(() => child.kill('SIGKILL'), 10000);
+        await closed;
+        clearTimeout(kill);
+      }
+      throw new Error(`${label}${failure.message}\n${err.slice(-2000)}`);
     },
   };
 }
@@ -252,18 +262,10 @@ async function withPeer(peer, backend, queues, what, use) {
   mkdirSync(dir, { recursive: true });
   const socket = join(dir, `${peer}.sock`);
   rmSync(socket, { force: true });
-  const d = daemon(...peerCommand(peer, backend, socket, queues));
-  let failure;
-  try {
-    await waitFor(socket, d.child);
-    return await use(d.child, socket);
-  } catch (e) {
-    failure = e;
-  } finally {
-    await d.stop();
-  }
-  // Only now: a run blocks the event loop (execFileSync), so what the daemon said during it is read after.
-  throw new Error(`${peer} ${what}: ${failure.message}\n${d.lastWords()}`);
+  return daemon(...peerCommand(peer, backend, socket, queues)).use(`${peer} ${what}: `, async (child) => {
+    await waitFor(socket, child);
+    return use(child, socket);
+  });
 }
 
 function runOne(bin, peer, cfg) {
@@ -408,14 +410,12 @@ async function guestPacked() {
   mkdirSync(dir, { recursive: true });
   const sock = (n) => join(dir, `${n}.sock`);
   for (const n of ['split', 'packed']) rmSync(sock(n), { force: true });
-  const d = daemon(process.execPath, [join(REPO, 'dist/cli/main.js'), 'serve',
+  return daemon(process.execPath, [join(REPO, 'dist/cli/main.js'), 'serve',
     '--bdev', 'null:size=1G,name=s', '--bdev', 'null:size=2G,name=p',
     '--export', `vhost-user:bdev=s,socket=${sock('split')}`, '--export', `vhost-user:bdev=p,socket=${sock('packed')}`,
-    '--rpc-socket', 'none', '--log-level', 'warn', '--log-format', 'json', ...VDX_ARGS]);
-  let failure;
-  try {
-    await waitFor(sock('split'), d.child);
-    await waitFor(sock('packed'), d.child);
+    '--rpc-socket', 'none', '--log-level', 'warn', '--log-format', 'json', ...VDX_ARGS]).use('', async (vdx) => {
+    await waitFor(sock('split'), vdx);
+    await waitFor(sock('packed'), vdx);
     const { runs } = await benchGuest('guest-packed.sh', 'packed vs split in the guest (fio)', ROUNDS * 4, [
       '-object', 'memory-backend-memfd,id=mem,size=2048M,share=on', '-machine', 'memory-backend=mem',
       '-chardev', `socket,id=cs,path=${sock('split')}`, '-device', 'vhost-user-blk-pci,chardev=cs,num-queues=1,packed=off',
@@ -427,12 +427,7 @@ async function guestPacked() {
       out[`qd${qd}`] = { split: { iops: m('split', 'iops'), lat_us: m('split', 'lat_us') }, packed: { iops: m('packed', 'iops'), lat_us: m('packed', 'lat_us') } };
     }
     return { ...out, runs };
-  } catch (e) {
-    failure = e;
-  } finally {
-    await d.stop();
-  }
-  throw new Error(`${failure.message}\n${d.lastWords()}`);
+  });
 }
 
 // ---------------------------------------------------------------- memory under load
@@ -463,10 +458,7 @@ async function memoryUnderLoad(bin) {
         : ['--object', 'iothread,id=io0', '--object', 'iothread,id=io1',
             ...socks.flatMap((sck, i) => ['--blockdev', kind(i) === 'null' ? `null-co,node-name=d${i},size=${SIZE}` : `file,node-name=d${i},filename=${FILE_IMG},aio=io_uring,cache.direct=on`,
               '--export', `vhost-user-blk,id=e${i},node-name=d${i},addr.type=unix,addr.path=${sck},writable=on,num-queues=2,iothread=io${i % 2}`])];
-    const d = daemon(peer === 'vdx' ? process.execPath : 'qemu-storage-daemon', argv);
-    const child = d.child;
-    let failure;
-    try {
+    out[peer] = await daemon(peer === 'vdx' ? process.execPath : 'qemu-storage-daemon', argv).use(`${peer} memory run: `, async (child) => {
       for (const sck of socks) await waitFor(sck, child);
       await new Promise((r) => setTimeout(r, 1000));
       const idle = rss(child.pid);
@@ -483,13 +475,8 @@ async function memoryUnderLoad(bin) {
       const results = await Promise.all(clients);
       clearInterval(sampler);
       const after = rss(child.pid);
-      out[peer] = { idle, loaded: { ...after, peak: Math.max(peak, after.hwm) }, iops: results.map((r) => Math.round(r.iops)) };
-    } catch (e) {
-      failure = e;
-    } finally {
-      await d.stop();
-    }
-    if (failure) throw new Error(`${peer} memory run: ${failure.message}\n${d.lastWords()}`);
+      return { idle, loaded: { ...after, peak: Math.max(peak, after.hwm) }, iops: results.map((r) => Math.round(r.iops)) };
+    });
   }
   return out;
 }
