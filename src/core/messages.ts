@@ -46,6 +46,8 @@ export interface QueueSpec {
    * across a front-end's reconnect. Absent: the reactor counts privately.
    */
   counters?: SharedArrayBuffer;
+  /** the export's interrupt coalescing settings (virtio/coalescing.ts), changed at run time by the main thread */
+  coalescing?: SharedArrayBuffer;
 }
 
 export type ReactorRequest =

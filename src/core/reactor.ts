@@ -239,6 +239,8 @@ export class Reactor {
     const qs = this.active;
     for (let i = 0; i < qs.length; i++) {
       const q = qs[i]!;
+      // Asleep, nothing would send what coalescing held back: the driver may be waiting for it.
+      if (q.blk.takeOwedInterrupt()) this.interrupt(q);
       if (q.stopSeq >= 0 || q.broken) continue;
       if (q.spec.kickFd < 0) mustPoll = true; // no kick fd: this ring can only be polled
       // Kick fds are not drained here: the front-end may have made them blocking.
@@ -430,7 +432,12 @@ export class Reactor {
       blk: undefined as unknown as BlkQueue,
     };
     try {
-      q.blk = new BlkQueue(ring, mem, c.channel, s.blk, { broken: (why) => this.markBroken(q, why) }, { counters: s.counters, clock: this.clock, ...(s.bdev.qos ? { qos: s.bdev.qos } : {}) });
+      q.blk = new BlkQueue(ring, mem, c.channel, s.blk, { broken: (why) => this.markBroken(q, why) }, {
+        counters: s.counters,
+        clock: this.clock,
+        ...(s.bdev.qos ? { qos: s.bdev.qos } : {}),
+        ...(s.coalescing ? { coalescing: s.coalescing } : {}),
+      });
     } catch (e) {
       this.releaseChannel(chanKey);
       throw e;
@@ -519,6 +526,8 @@ export class Reactor {
 
   private removeQueue(q: QueueState): void {
     const n = this.native;
+    // The last completions' interrupt, if coalescing held it back: a driver sleeping on it would wait for good.
+    if (q.blk.takeOwedInterrupt()) this.interrupt(q);
     if (q.token) {
       n.epollCtl(this.epfd, n.EPOLL_CTL_DEL, q.spec.kickFd, 0, 0);
       this.tokens.delete(q.token);

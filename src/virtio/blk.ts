@@ -40,6 +40,7 @@ import {
   X_TIME_NS,
 } from './blk-counters.js';
 import { type GuestMemory, SEG_STRIDE } from './memory.js';
+import { IrqCoalescer } from './coalescing.js';
 import { BROKEN, NO_HEAD } from './split-ring.js';
 import type { Virtqueue } from './virtqueue.js';
 
@@ -127,6 +128,8 @@ export interface BlkQueueOptions {
    * accounts.
    */
   clock?: IoClock;
+  /** the export's interrupt coalescing settings (coalescing.ts); absent: every interrupt the driver wants goes at once */
+  coalescing?: SharedArrayBuffer;
 }
 
 export class BlkQueue {
@@ -163,6 +166,7 @@ export class BlkQueue {
   private throttledCount = 0;
   /** publishes left until the driver counts as polling again (see WAITING_PUBLISHES) */
   private waitingPublishes = 0;
+  private readonly coalescer: IrqCoalescer;
 
   constructor(
     readonly ring: Virtqueue,
@@ -177,6 +181,7 @@ export class BlkQueue {
     this.ownClock = opts.clock === undefined;
     this.doneHeads = new Int32Array(ring.size);
     this.qos = opts.qos ? new QosGate(opts.qos) : undefined;
+    this.coalescer = new IrqCoalescer(opts.coalescing);
     this.throttled = new Int32Array(opts.qos ? ring.size : 0);
     this.reqs = [];
     for (let i = 0; i < ring.size; i++) {
@@ -247,13 +252,28 @@ export class BlkQueue {
     return n;
   }
 
-  /** Publish completions; returns true when the driver wants an interrupt. */
+  /**
+   * Publish completions; returns true when an interrupt is to be sent now: the
+   * driver wants one and coalescing does not hold it back, or one held back
+   * is due.
+   */
   flush(): boolean {
-    const irq = this.ring.publish();
-    if (irq) this.waitingPublishes = WAITING_PUBLISHES;
+    const wanted = this.ring.publish();
+    if (wanted) this.waitingPublishes = WAITING_PUBLISHES;
     else if (this.waitingPublishes > 0 && this.ndone > 0) this.waitingPublishes--;
     if (this.ownClock && this.ndone > 0) this.account(this.clock.now());
-    return irq;
+    const co = this.coalescer;
+    if (!co.isOwed && (!wanted || !co.enabled)) return wanted;
+    return co.due(this.clock.now(), this.completed + this.failed);
+  }
+
+  /**
+   * An interrupt coalescing held back goes now, whatever its delay: the
+   * reactor is about to sleep, or the queue stops, and nothing else would
+   * send it. Returns true when there was one to send.
+   */
+  takeOwedInterrupt(): boolean {
+    return this.coalescer.takeOwed(this.clock.now());
   }
 
   /**

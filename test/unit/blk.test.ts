@@ -3,6 +3,8 @@ import { mallocBdev } from '../../src/bdev/malloc.js';
 import { type Channel, IoOp } from '../../src/bdev/types.js';
 import { loadNative } from '../../src/native/index.js';
 import { BlkQueue, type BlkParams } from '../../src/virtio/blk.js';
+import { IoClock } from '../../src/virtio/blk-counters.js';
+import { newCoalescingBuffer } from '../../src/virtio/coalescing.js';
 import {
   VIRTIO_BLK_S_IOERR as IOERR,
   VIRTIO_BLK_S_OK as OK,
@@ -317,6 +319,54 @@ describe('virtio-blk engine: hostile requests', () => {
     }
     post(20);
     expect(pass().popped).toBe(20); // 16 publishes without an interrupt: polling again
+  });
+
+  test('interrupt coalescing holds interrupts back above the threshold, and owes what it held until taken', () => {
+    class ManualClock extends IoClock {
+      t = 0;
+      override now(): number {
+        return this.t;
+      }
+    }
+    const clock = new ManualClock();
+    const ch = new FakeChannel();
+    const drv = realDriver(128);
+    const q = new BlkQueue(drv.ring(false), drv.mem, ch, params(), { broken: () => {} }, { clock, coalescing: newCoalescingBuffer({ delayBaseUs: 1000, iopsThreshold: 100 }) });
+    let head = 0;
+    const pass = (n: number) => {
+      for (let i = 0; i < n; i++, head = (head + 2) % 128) {
+        const h = drv.alloc(16);
+        drv.dv.setUint32(h, VIRTIO_BLK_T_FLUSH, true);
+        drv.putChain(head, [d(h, 16, NEXT), d(drv.alloc(1, 1), 1, WRITE)]);
+        drv.makeAvail(head);
+      }
+      q.poll();
+      ch.poll();
+      return q.flush();
+    };
+    expect(pass(1)).toBe(true); // the first interval has measured nothing: no delay
+    clock.t = 5;
+    expect(pass(5)).toBe(true);
+    clock.t = 10; // 6 in 10 ms: 600 IOPS, so 1000 µs x (600 - 100) / 100 = 5 ms between interrupts
+    expect(pass(1)).toBe(true);
+    clock.t = 11;
+    expect(pass(1)).toBe(false);
+    expect(drv.usedIdx()).toBe(8); // published all the same: a driver that looks sees them
+    clock.t = 12;
+    expect(pass(0)).toBe(false); // still owed, not yet due
+    expect(q.takeOwedInterrupt()).toBe(true);
+    expect(q.takeOwedInterrupt()).toBe(false);
+    clock.t = 13;
+    expect(pass(1)).toBe(false);
+    clock.t = 16.5; // 5 ms from the one taken at 12: not yet
+    expect(pass(0)).toBe(false);
+    clock.t = 17; // due now, with nothing new: what was owed goes
+    expect(pass(0)).toBe(true);
+    // A driver that wants no interrupts is owed none.
+    drv.setAvailFlags(VRING_AVAIL_F_NO_INTERRUPT);
+    clock.t = 18;
+    expect(pass(1)).toBe(false);
+    expect(q.takeOwedInterrupt()).toBe(false);
   });
 
   test('seeded fuzz: random rings never throw and every popped head completes once', () => {

@@ -1,0 +1,101 @@
+import { describe, expect, test } from 'vitest';
+import { IrqCoalescer, newCoalescingBuffer, readCoalescing, writeCoalescing } from '../../src/virtio/coalescing.js';
+
+/** A coalescer with SPDK-style settings, and a queue that completes `iops` requests a second. */
+function rig(delayBaseUs: number, iopsThreshold: number) {
+  const buf = newCoalescingBuffer({ delayBaseUs, iopsThreshold });
+  const co = new IrqCoalescer(buf);
+  let completed = 0;
+  let now = 1000;
+  return {
+    buf,
+    co,
+    /** advance the clock by ms with the queue completing at `iops`, then ask */
+    ask(ms: number, iops: number): boolean {
+      now += ms;
+      completed += (iops * ms) / 1000;
+      return co.due(now, completed);
+    },
+    take: () => co.takeOwed(now),
+  };
+}
+
+describe('interrupt coalescing', () => {
+  test('off (delay 0): every interrupt the driver wants goes', () => {
+    const r = rig(0, 100);
+    for (let i = 0; i < 50; i++) expect(r.ask(0.5, 1_000_000)).toBe(true);
+    expect(r.co.isOwed).toBe(false);
+  });
+
+  test('no settings at all: as off', () => {
+    const co = new IrqCoalescer(undefined);
+    expect(co.enabled).toBe(false);
+    expect(co.due(0, 0)).toBe(true);
+    expect(co.due(0.001, 1)).toBe(true);
+  });
+
+  test('above the threshold: at most one interrupt per delay_base_us x (IOPS - threshold) / threshold', () => {
+    // 200 k IOPS against 100 k: delay = 100 µs x 1 = 0.1 ms
+    const r = rig(100, 100_000);
+    expect(r.ask(0, 200_000)).toBe(true); // the first interval has measured nothing
+    expect(r.ask(10, 200_000)).toBe(true); // a new interval: the delay is set from now
+    expect(r.ask(0.05, 200_000)).toBe(false);
+    expect(r.co.isOwed).toBe(true);
+    expect(r.ask(0.04, 200_000)).toBe(false);
+    expect(r.ask(0.02, 200_000)).toBe(true); // 0.11 ms after the last
+    expect(r.co.isOwed).toBe(false);
+    // 400 k: three times the excess, so 0.3 ms apart
+    r.ask(10, 400_000);
+    expect(r.ask(0.25, 400_000)).toBe(false);
+    expect(r.ask(0.06, 400_000)).toBe(true);
+  });
+
+  test('at or below the threshold no interrupt waits, and a shrunk delay applies at once', () => {
+    const r = rig(1000, 100_000);
+    r.ask(0, 300_000);
+    expect(r.ask(10, 300_000)).toBe(true); // delay now 2 ms
+    expect(r.ask(1, 300_000)).toBe(false);
+    // The load falls below the threshold (75 k over the interval): the next interval ends the delay (SPDK would keep the 2 ms).
+    expect(r.ask(9, 50_000)).toBe(true);
+    expect(r.ask(0.01, 50_000)).toBe(true);
+  });
+
+  test('an owed interrupt goes when taken (the reactor sleeps, the queue stops), once', () => {
+    const r = rig(1000, 100);
+    r.ask(0, 50_000);
+    r.ask(10, 50_000);
+    expect(r.ask(0.01, 50_000)).toBe(false);
+    expect(r.take()).toBe(true);
+    expect(r.take()).toBe(false);
+    // and the delay runs from then
+    expect(r.ask(0.01, 50_000)).toBe(false);
+  });
+
+  test('settings changed at run time apply to a running queue: turned off, an owed interrupt goes on the next ask', () => {
+    const r = rig(1000, 100);
+    r.ask(0, 50_000);
+    r.ask(10, 50_000);
+    expect(r.ask(0.01, 50_000)).toBe(false);
+    writeCoalescing(r.buf, { delayBaseUs: 0, iopsThreshold: 100 });
+    expect(r.co.enabled).toBe(false);
+    expect(r.ask(0.01, 50_000)).toBe(true);
+    expect(readCoalescing(r.buf)).toEqual({ delayBaseUs: 0, iopsThreshold: 100 });
+  });
+
+  test('a queue asked about after a quiet spell measures the rate over the whole spell', () => {
+    const r = rig(100, 100_000);
+    r.ask(0, 0);
+    // 1 s with 150 k completions in all: 150 k IOPS, delay 50 µs
+    expect(r.ask(1000, 150_000)).toBe(true);
+    expect(r.ask(0.04, 0)).toBe(false);
+    expect(r.ask(0.02, 0)).toBe(true);
+  });
+
+  test('settings outside what SPDK accepts are refused with what would be right', () => {
+    const buf = newCoalescingBuffer({ delayBaseUs: 0, iopsThreshold: 60_000 });
+    expect(() => writeCoalescing(buf, { delayBaseUs: 10, iopsThreshold: 99 })).toThrow('iops_threshold=99 must be an integer of at least 100');
+    expect(() => writeCoalescing(buf, { delayBaseUs: 1.5, iopsThreshold: 1000 })).toThrow('delay_base_us=1.5 must be an integer in 0..1000000');
+    expect(() => writeCoalescing(buf, { delayBaseUs: -1, iopsThreshold: 1000 })).toThrow(/delay_base_us=-1/);
+    expect(readCoalescing(buf)).toEqual({ delayBaseUs: 0, iopsThreshold: 60_000 });
+  });
+});
