@@ -22,7 +22,9 @@
 // same image gives the store's own ceiling.
 // pass options to vdx with --vdx-args "--idle-spin-us 50"; compare this tree with
 // another vdx build instead of QSD with --ab DIR (a checkout with dist/ built;
-// --ab . with --base-args "..." compares two settings of this build).
+// --ab . with --base-args "..." compares two settings of this build); add keys
+// to vdx's export in the matrix with --export-keys "delay-base-us=50" (the
+// base's: --base-export-keys).
 // --peer spdk adds SPDK's vhost target as a third peer (--spdk DIR or VDX_SPDK:
 // a built SPDK tree; scripts/bench/spdk.mjs): null and malloc, randread, QD1 and
 // QD32, both clients, 5 rounds unless narrowed, the client pinned to CPU 0 and
@@ -72,14 +74,27 @@ const CLIENTS = opt('clients') === undefined ? (SPDK ? KNOWN_CLIENTS : undefined
 for (const c of CLIENTS ?? []) if (!KNOWN_CLIENTS.includes(c)) throw new Error(`--clients: '${c}' is neither poll nor wait`);
 const VDX_ARGS = (opt('vdx-args') ?? '').split(' ').filter(Boolean);
 const BASE_ARGS = (opt('base-args') ?? opt('vdx-args') ?? '').split(' ').filter(Boolean);
+/** more keys for vdx's vhost-user export in the matrix ("delay-base-us=50,iops-threshold=100000"), and for the base's */
+const EXPORT_KEYS = opt('export-keys') ?? '';
+const BASE_EXPORT_KEYS = opt('base-export-keys') ?? '';
 const AB = opt('ab') === undefined ? undefined : resolve(opt('ab'));
 for (const b of BACKENDS) if (!KNOWN_BACKENDS.includes(b)) throw new Error(`--backends: unknown backend '${b}'; known: ${KNOWN_BACKENDS.join(', ')}`);
 for (const rw of RWS) if (!['read', 'write'].includes(rw)) throw new Error(`--rws: '${rw}' is neither read nor write`);
 for (const n of [...QDS, ...QUEUES]) if (!Number.isInteger(n) || n < 1) throw new Error(`--qds/--queues take positive whole numbers, not '${n}'`);
 if (AB && !existsSync(join(AB, 'dist/cli/main.js'))) throw new Error(`--ab ${AB}: no dist/cli/main.js there (run npm ci && npm run build in it)`);
+const exportKeys = (peer) => {
+  const k = peer === 'base' ? BASE_EXPORT_KEYS : EXPORT_KEYS;
+  return k ? `,${k}` : '';
+};
+
 /** The second peer: qemu-storage-daemon, or with --ab another vdx build ("base"). */
 const OTHER = AB ? 'base' : 'qsd';
-const NAMES = { vdx: 'vdx', qsd: 'QSD', spdk: 'SPDK', base: `vdx@${AB ? AB.split('/').pop() : ''}${BASE_ARGS.length ? ` (${BASE_ARGS.join(' ')})` : ''}` };
+const NAMES = {
+  vdx: `vdx${EXPORT_KEYS ? ` (${EXPORT_KEYS})` : ''}`,
+  qsd: 'QSD',
+  spdk: 'SPDK',
+  base: `vdx@${AB ? AB.split('/').pop() : ''}${BASE_ARGS.length ? ` (${BASE_ARGS.join(' ')})` : ''}${BASE_EXPORT_KEYS ? ` (${BASE_EXPORT_KEYS})` : ''}`,
+};
 
 // ---------------------------------------------------------------- setup
 
@@ -179,7 +194,7 @@ function peerCommand(peer, backend, socket, queues) {
       crypt: ['malloc:size=1G,populate=on,name=m0', `crypt:name=d0,base=m0,key-file=${KEY_FILE}`],
     }[backend];
     const root = peer === 'base' ? AB : REPO;
-    return [process.execPath, [join(root, 'dist/cli/main.js'), 'serve', ...bdevs.flatMap((b) => ['--bdev', b]), '--export', `vhost-user:bdev=d0,socket=${socket},num-queues=${queues}`, '--rpc-socket', 'none', '--log-level', 'warn', '--log-format', 'json', ...(PIN ? ['--cpumask', '0x2'] : []), ...(peer === 'base' ? BASE_ARGS : VDX_ARGS)]];
+    return [process.execPath, [join(root, 'dist/cli/main.js'), 'serve', ...bdevs.flatMap((b) => ['--bdev', b]), '--export', `vhost-user:bdev=d0,socket=${socket},num-queues=${queues}${exportKeys(peer)}`, '--rpc-socket', 'none', '--log-level', 'warn', '--log-format', 'json', ...(PIN ? ['--cpumask', '0x2'] : []), ...(peer === 'base' ? BASE_ARGS : VDX_ARGS)]];
   }
   const blockdev = {
     null: `null-co,node-name=d0,size=${SIZE}`,

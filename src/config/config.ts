@@ -6,6 +6,7 @@ import { BDEV_MODULES, bdevModule, resolveModulePath } from '../bdev/registry.js
 import { checkKeys, parseBool } from '../bdev/spec.js';
 import { isSavedConfig, savedReactors, type SavedConfig } from './saved.js';
 import { cpumaskHex, parseCpumask } from './cpumask.js';
+import { DEFAULT_DELAY_BASE_US, DEFAULT_IOPS_THRESHOLD, MAX_DELAY_BASE_US, MIN_IOPS_THRESHOLD } from '../virtio/coalescing.js';
 
 export { cpumaskHex, parseCpumask };
 
@@ -30,6 +31,9 @@ export interface VhostUserExportConfig {
   packed: boolean;
   /** CPUs whose reactors may serve this export's queues, as a hex mask; undefined: all */
   cpumask: string | undefined;
+  /** interrupt coalescing (virtio/coalescing.ts): base delay, 0 = off, and the IOPS above which it applies */
+  delayBaseUs: number;
+  iopsThreshold: number;
 }
 
 export interface VduseExportConfig {
@@ -49,6 +53,9 @@ export interface VduseExportConfig {
   msgTimeout: number | undefined;
   /** CPUs whose reactors may serve this export's queues, as a hex mask; undefined: all */
   cpumask: string | undefined;
+  /** interrupt coalescing (virtio/coalescing.ts): base delay, 0 = off, and the IOPS above which it applies */
+  delayBaseUs: number;
+  iopsThreshold: number;
 }
 
 export type ExportConfig = VhostUserExportConfig | VduseExportConfig;
@@ -87,6 +94,8 @@ export const EXPORT_KEYS: Record<string, Record<string, string>> = {
     'logical-block-size': 'block size the guest sees: 512 or 4096 (default: the bdev\'s)',
     packed: 'off: do not offer packed virtqueues (default on: QEMU uses them with packed=on)',
     cpumask: 'reactors that may serve the queues: those on these CPUs, a hex mask or a list (default: all)',
+    'delay-base-us': `interrupt coalescing, as SPDK's vhost_controller_set_coalescing: above iops-threshold a queue interrupts at most once per delay-base-us x (IOPS - threshold) / threshold, 0..${MAX_DELAY_BASE_US} (default 0: off)`,
+    'iops-threshold': `the IOPS per queue above which interrupts are coalesced, at least ${MIN_IOPS_THRESHOLD} (default ${DEFAULT_IOPS_THRESHOLD})`,
   },
   vduse: {
     bdev: 'name of the bdev to export (required)',
@@ -100,6 +109,8 @@ export const EXPORT_KEYS: Record<string, Record<string, string>> = {
     packed: 'on: offer packed virtqueues (VIRTIO_F_RING_PACKED); drivers that know them use them (default off)',
     'msg-timeout': 'seconds the kernel waits for vdx to answer a control message (a reset, a bus switch, a VM starting) before it breaks the device for good, 0 = forever; set it above the time a restart of vdx takes (default: the kernel\'s, 30)',
     cpumask: 'reactors that may serve the queues: those on these CPUs, a hex mask or a list (default: all)',
+    'delay-base-us': `interrupt coalescing, as SPDK's vhost_controller_set_coalescing: above iops-threshold a queue interrupts at most once per delay-base-us x (IOPS - threshold) / threshold, 0..${MAX_DELAY_BASE_US} (default 0: off)`,
+    'iops-threshold': `the IOPS per queue above which interrupts are coalesced, at least ${MIN_IOPS_THRESHOLD} (default ${DEFAULT_IOPS_THRESHOLD})`,
   },
 };
 
@@ -180,6 +191,7 @@ export function exportFromKeys(type: string, keys: Record<string, string>): Expo
       packed: parseBool('packed', keys.packed, false),
       msgTimeout: keys['msg-timeout'] === undefined ? undefined : intKey(type, 'msg-timeout', keys['msg-timeout'], 0, 0, 86_400),
       cpumask: cpumaskKey(type, keys.cpumask),
+      ...coalescingKeys(type, keys),
     };
   }
   const mode = keys.mode ?? '0600';
@@ -197,6 +209,14 @@ export function exportFromKeys(type: string, keys: Record<string, string>): Expo
     logicalBlockSize: logicalBlockSize(type, keys['logical-block-size']),
     packed: parseBool('packed', keys.packed, true),
     cpumask: cpumaskKey(type, keys.cpumask),
+    ...coalescingKeys(type, keys),
+  };
+}
+
+function coalescingKeys(type: string, keys: Record<string, string>): { delayBaseUs: number; iopsThreshold: number } {
+  return {
+    delayBaseUs: intKey(type, 'delay-base-us', keys['delay-base-us'], DEFAULT_DELAY_BASE_US, 0, MAX_DELAY_BASE_US),
+    iopsThreshold: intKey(type, 'iops-threshold', keys['iops-threshold'], DEFAULT_IOPS_THRESHOLD, MIN_IOPS_THRESHOLD, 0xffff_ffff),
   };
 }
 

@@ -14,6 +14,7 @@ import { nodeInUse, type VdpaBus } from '../vdpa/bus.js';
 import { VdpaOps } from '../vdpa/ops.js';
 import type { CounterRegistry } from '../metrics/counters.js';
 import type { BdevDesc } from '../bdev/types.js';
+import { type CoalescingSettings, coalescingProblem } from '../virtio/coalescing.js';
 import type { BdevRegistry } from './bdevs.js';
 import { ControlError, EBUSY, EEXIST, EINVAL, ENODEV } from './errors.js';
 
@@ -188,6 +189,19 @@ export class ExportRegistry {
     });
   }
 
+  /** Interrupt coalescing of an export, its running queues included; the saved config then records it. */
+  setCoalescing(name: string, kind: ExportEntry['kind'], s: CoalescingSettings): Promise<void> {
+    return this.serial(async () => {
+      const e = this.get(name, kind);
+      const problem = coalescingProblem(s);
+      if (problem) throw new ControlError(EINVAL, `${KIND_NAME[e.kind]} '${name}': ${problem}`);
+      e.impl.setCoalescing(s);
+      e.cfg.delayBaseUs = s.delayBaseUs;
+      e.cfg.iopsThreshold = s.iopsThreshold;
+      this.log.info({ component: 'export', name, delayBaseUs: s.delayBaseUs, iopsThreshold: s.iopsThreshold }, 'interrupt coalescing set');
+    });
+  }
+
   /**
    * Stop everything (daemon shutdown). VDUSE devices are destroyed, or, with
    * `keep` ('all' for an upgrade, 'reattached' when a start failed), left in
@@ -223,13 +237,19 @@ function singleReactorWhy(type: string): string {
   return type === 'nbd' ? 'its NBD server does not offer multi-conn, so a flush covers one connection only' : 'its channels are not coherent';
 }
 
-/** Differences that make a create not a retry; the bus of a VDUSE device is its state, not its identity. */
+/**
+ * Differences that make a create not a retry. The bus of a VDUSE device and
+ * the interrupt coalescing of either kind are state, changed at run time, not
+ * identity.
+ */
+const STATE_KEYS = new Set(['bus', 'delayBaseUs', 'iopsThreshold']);
+
 function configDifference(a: DaemonConfigExport, b: DaemonConfigExport): string | undefined {
   const diffs: string[] = [];
   const ra = a as unknown as Record<string, unknown>;
   const rb = b as unknown as Record<string, unknown>;
   for (const k of new Set([...Object.keys(ra), ...Object.keys(rb)])) {
-    if (k === 'bus') continue;
+    if (STATE_KEYS.has(k)) continue;
     if (ra[k] !== rb[k]) diffs.push(`${k}=${String(ra[k])} (asked ${String(rb[k])})`);
   }
   return diffs.length ? diffs.join(', ') : undefined;

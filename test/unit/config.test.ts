@@ -13,6 +13,7 @@ describe('spec parsing', () => {
   test('a full vduse export, with the issue\'s keys', () => {
     expect(exportFromSpec('vduse:bdev=m0,name=vduse0,num-queues=2,queue-size=256,logical-block-size=512,serial=disk0,readonly=off,bus=vhost,packed=on')).toEqual({
       type: 'vduse', name: 'vduse0', bdev: 'm0', numQueues: 2, queueSize: 256, logicalBlockSize: 512, serial: 'disk0', readonly: false, bus: 'vhost', packed: true,
+      delayBaseUs: 0, iopsThreshold: 60000,
     });
     expect(exportFromSpec('vduse:bdev=m0')).toMatchObject({ name: 'm0', queueSize: 1024, bus: 'virtio', packed: false });
     expect(() => exportFromSpec('vduse:bdev=m0,packed=maybe')).toThrow(/packed=maybe/);
@@ -29,8 +30,16 @@ describe('spec parsing', () => {
   test('a full vhost-user export', () => {
     expect(exportFromSpec('vhost-user:bdev=m0,socket=/run/vdx/m0.sock,num-queues=2,serial=disk0,readonly=off')).toEqual({
       type: 'vhost-user', name: 'm0', bdev: 'm0', socket: '/run/vdx/m0.sock', numQueues: 2, queueSize: 128, serial: 'disk0', readonly: false, mode: 0o600, logicalBlockSize: undefined,
-      packed: true, cpumask: undefined,
+      packed: true, cpumask: undefined, delayBaseUs: 0, iopsThreshold: 60000,
     });
+  });
+
+  test("interrupt coalescing keys: SPDK's defaults (off, 60000), its bounds, on both kinds", () => {
+    expect(exportFromSpec('vhost-user:bdev=m0,socket=/s,delay-base-us=50,iops-threshold=100000')).toMatchObject({ delayBaseUs: 50, iopsThreshold: 100000 });
+    expect(exportFromSpec('vduse:bdev=m0,delay-base-us=20')).toMatchObject({ delayBaseUs: 20, iopsThreshold: 60000 });
+    expect(() => exportFromSpec('vhost-user:bdev=m0,socket=/s,iops-threshold=99')).toThrow('vhost-user: iops-threshold=99 must be an integer in 100..4294967295');
+    expect(() => exportFromSpec('vduse:bdev=m0,delay-base-us=2000000')).toThrow('vduse: delay-base-us=2000000 must be an integer in 0..1000000');
+    expect(() => exportFromSpec('vduse:bdev=m0,delay-base-us=-1')).toThrow(/delay-base-us=-1/);
   });
 
   test('cpumask: a hex mask or a list, kept as the hex mask SPDK prints', () => {

@@ -83,6 +83,8 @@ export interface VduseDeviceContext {
   onBroken: (id: string, handler: (why: string) => void) => () => void;
   /** I/O counter buffers, one per queue index for the export's life; absent: counted privately */
   counters?: QueueCounterSource;
+  /** the export's interrupt coalescing settings (virtio/coalescing.ts), shared with its queues' reactors */
+  coalescing?: SharedArrayBuffer;
 }
 
 export class VduseDevice {
@@ -561,6 +563,7 @@ export class VduseDevice {
         bdev: this.ctx.bdev,
         blk: this.ctx.blk,
         counters: this.ctx.counters?.forQueue(this.name, this.ctx.bdev.info.name, 'vduse', r.i),
+        ...(this.ctx.coalescing ? { coalescing: this.ctx.coalescing } : {}),
       };
       const host = this.ctx.pool.pick();
       this.unregister.set(r.i, this.ctx.onBroken(id, (why) => this.log.error({ queue: r.i }, `queue broken: ${why}`)));

@@ -5,11 +5,12 @@ import type { QueueCounterSource, QueuePlacer, ReactorPool } from '../../core/re
 import type { BdevDesc } from '../../bdev/types.js';
 import type { NativeShim } from '../../native/index.js';
 import { type BlkExportOptions, blkParams } from '../../virtio/blk-config.js';
+import { type CoalescingSettings, newCoalescingBuffer, writeCoalescing } from '../../virtio/coalescing.js';
 import type { VdpaBus } from '../../vdpa/bus.js';
 import type { VdpaOps, VdpaState } from '../../vdpa/ops.js';
 import { VduseDevice } from './device.js';
 
-export interface VduseExportOptions extends BlkExportOptions {
+export interface VduseExportOptions extends BlkExportOptions, CoalescingSettings {
   name: string;
   bus: VdpaBus | 'none';
   packed: boolean;
@@ -28,6 +29,7 @@ export class VduseExport {
   readonly device: VduseDevice;
   private readonly log: Logger;
   private switching: Promise<unknown> = Promise.resolve();
+  private readonly coalescing: SharedArrayBuffer;
 
   constructor(
     native: NativeShim,
@@ -44,6 +46,7 @@ export class VduseExport {
     stateDir: string,
   ) {
     this.log = log.child({ component: 'vduse', export: opts.name });
+    this.coalescing = newCoalescingBuffer(opts);
     this.device = new VduseDevice({
       native,
       pool: placer,
@@ -54,7 +57,13 @@ export class VduseExport {
       onBroken: (id, h) => pool.onBroken(id, h),
       counters,
       stateDir,
+      coalescing: this.coalescing,
     });
+  }
+
+  /** Interrupt coalescing for this device's queues, running ones included (they read it within a pass). */
+  setCoalescing(s: CoalescingSettings): void {
+    writeCoalescing(this.coalescing, s);
   }
 
   get name(): string {

@@ -8,10 +8,11 @@ import type { BdevDesc } from '../../bdev/types.js';
 import type { FdWatcher, NativeShim } from '../../native/index.js';
 import { E } from '../../virtio/errno.js';
 import { type BlkExportOptions, blkConfig, blkFeatures, blkParams } from '../../virtio/blk-config.js';
+import { type CoalescingSettings, newCoalescingBuffer, writeCoalescing } from '../../virtio/coalescing.js';
 import { VIRTIO_F_RING_PACKED_BIT, bit } from '../../virtio/constants.js';
 import { type SessionContext, VhostUserSession } from './session.js';
 
-export interface VhostUserExportOptions extends BlkExportOptions {
+export interface VhostUserExportOptions extends BlkExportOptions, CoalescingSettings {
   name: string;
   socket: string;
   /** socket file mode, default 0o600 */
@@ -26,6 +27,7 @@ export class VhostUserExport {
   private session: VhostUserSession | undefined;
   private sessions = 0;
   private readonly ctx: SessionContext;
+  private readonly coalescing: SharedArrayBuffer;
 
   constructor(
     private readonly native: NativeShim,
@@ -39,6 +41,7 @@ export class VhostUserExport {
     counters?: QueueCounterSource,
   ) {
     const blk = blkParams(bdev.info, opts);
+    this.coalescing = newCoalescingBuffer(opts);
     this.ctx = {
       name: opts.name,
       native,
@@ -51,7 +54,13 @@ export class VhostUserExport {
       features: blkFeatures(blk, opts.numQueues) | (opts.packed ? bit(VIRTIO_F_RING_PACKED_BIT) : 0n),
       config: blkConfig(blk, opts),
       counters,
+      coalescing: this.coalescing,
     };
+  }
+
+  /** Interrupt coalescing for this export's queues, running ones included (they read it within a pass). */
+  setCoalescing(s: CoalescingSettings): void {
+    writeCoalescing(this.coalescing, s);
   }
 
   /**

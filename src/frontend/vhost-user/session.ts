@@ -78,6 +78,8 @@ export interface SessionContext {
   config: Uint8Array;
   /** I/O counter buffers, one per queue index for the export's life; absent: counted privately */
   counters?: QueueCounterSource;
+  /** the export's interrupt coalescing settings (virtio/coalescing.ts), shared with its queues' reactors */
+  coalescing?: SharedArrayBuffer;
 }
 
 /** The in-flight region the front-end keeps for us across our restarts (SET_INFLIGHT_FD). */
@@ -609,6 +611,7 @@ export class VhostUserSession {
       bdev: this.ctx.bdev,
       blk: this.ctx.blk,
       counters: this.ctx.counters?.forQueue(this.ctx.name, this.ctx.bdev.info.name, 'vhost-user', index),
+      coalescing: this.ctx.coalescing,
     };
     const reactor = this.ctx.pool.pick();
     this.unregisterBroken.set(index, this.onBrokenRegister(id, (why) => this.ringBroken(index, why)));

@@ -41,9 +41,13 @@ export function subsystemConfig(ctx: RpcContext, name: string): ConfigEntry[] {
     case 'bdev':
       return [...rbdClusterConfig(ctx), ...bdevConfigEntries(ctx.bdevs.list()), { method: 'bdev_wait_for_examine', params: {} }];
     case 'vhost_blk':
-      return ctx.exports
-        .list('vhost-user')
-        .map((e) => ({ method: 'vhost_create_blk_controller', params: controllerParams((e as ExportEntry & { kind: 'vhost-user' }).cfg) }));
+      // As SPDK writes it: the coalescing of a controller that has it on follows its create.
+      return ctx.exports.list('vhost-user').flatMap((e) => {
+        const c = (e as ExportEntry & { kind: 'vhost-user' }).cfg;
+        const create = { method: 'vhost_create_blk_controller', params: controllerParams(c) };
+        if (c.delayBaseUs === 0) return [create];
+        return [create, { method: 'vhost_controller_set_coalescing', params: { ctrlr: c.name, delay_base_us: c.delayBaseUs, iops_threshold: c.iopsThreshold } }];
+      });
     case 'vduse':
       return ctx.exports.list('vduse').map((e) => ({ method: 'vduse_create_blk_device', params: vduseParams((e as ExportEntry & { kind: 'vduse' }).cfg) }));
     default:

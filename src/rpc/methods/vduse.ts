@@ -6,7 +6,7 @@ import { method, type Method } from '../method.js';
 import { bool, cpumaskField, int, logicalBlockSize, nonEmpty, oneOf, powerOfTwo, serialField, str } from '../schema.js';
 import type { RpcContext } from './context.js';
 import { exportConfig } from './export-keys.js';
-import { allReactorsMask } from './vhost.js';
+import { allReactorsMask, coalescingFields } from './vhost.js';
 
 type VduseEntry = ExportEntry & { kind: 'vduse' };
 
@@ -27,6 +27,8 @@ export async function vduseJson(ctx: RpcContext, e: VduseEntry): Promise<Record<
     serial: c.serial,
     msg_timeout: st.msgTimeout ?? null,
     cpumask: c.cpumask ?? allReactorsMask(ctx),
+    delay_base_us: c.delayBaseUs,
+    iops_threshold: c.iopsThreshold,
   };
 }
 
@@ -44,6 +46,7 @@ export function vduseParams(c: VduseExportConfig): Record<string, unknown> {
     bus: c.bus,
     ...(c.msgTimeout !== undefined ? { msg_timeout: c.msgTimeout } : {}),
     ...(c.cpumask !== undefined ? { cpumask: c.cpumask } : {}),
+    ...(c.delayBaseUs !== 0 ? { delay_base_us: c.delayBaseUs, iops_threshold: c.iopsThreshold } : {}),
   };
 }
 
@@ -64,6 +67,8 @@ export const vduseMethods: Record<string, Method<RpcContext>> = {
       bus: oneOf('virtio', 'vhost', 'none').optional().describe('where the device goes (default virtio)'),
       msg_timeout: int(0, 86_400).optional().describe("seconds the kernel waits for a control message's answer before breaking the device (0: forever; default the kernel's 30)"),
       cpumask: cpumaskField.optional(),
+      delay_base_us: coalescingFields.delay_base_us.optional().describe('interrupt coalescing, as vduse_set_coalescing (default 0: off)'),
+      iops_threshold: coalescingFields.iops_threshold.optional(),
     },
     async (p, ctx) => {
       const cfg = exportConfig('vduse', {
@@ -78,6 +83,8 @@ export const vduseMethods: Record<string, Method<RpcContext>> = {
         bus: p.bus,
         'msg-timeout': p.msg_timeout,
         cpumask: p.cpumask,
+        'delay-base-us': p.delay_base_us,
+        'iops-threshold': p.iops_threshold,
       });
       const { entry } = await ctx.exports.create(cfg);
       return vduseJson(ctx, entry as VduseEntry);
@@ -88,6 +95,14 @@ export const vduseMethods: Record<string, Method<RpcContext>> = {
     { name: nonEmpty, force: bool.optional() },
     async (p, ctx) => {
       await ctx.exports.delete(p.name, 'vduse', p.force ?? false);
+      return true;
+    },
+  ),
+  vduse_set_coalescing: method(
+    "hold a VDUSE device's interrupts back above an IOPS threshold, as vhost_controller_set_coalescing does for a vhost controller (applies to its running queues at once)",
+    { name: nonEmpty, ...coalescingFields },
+    async (p, ctx) => {
+      await ctx.exports.setCoalescing(p.name, 'vduse', { delayBaseUs: p.delay_base_us, iopsThreshold: p.iops_threshold });
       return true;
     },
   ),

@@ -9,6 +9,13 @@ import { method, type Method } from '../method.js';
 import { bool, cpumaskField, fileMode, int, logicalBlockSize, nonEmpty, oneOf, serialField, str } from '../schema.js';
 import type { RpcContext } from './context.js';
 import { exportConfig } from './export-keys.js';
+import { MAX_DELAY_BASE_US, MIN_IOPS_THRESHOLD } from '../../virtio/coalescing.js';
+
+/** vhost_controller_set_coalescing's and vduse_set_coalescing's parameters */
+export const coalescingFields = {
+  delay_base_us: int(0, MAX_DELAY_BASE_US).describe('base delay between interrupts of a queue above the threshold, µs (0: off)'),
+  iops_threshold: int(MIN_IOPS_THRESHOLD, 0xffff_ffff).describe('IOPS per queue above which interrupts are coalesced; the delay grows with the excess: delay_base_us x (IOPS - threshold) / threshold'),
+};
 
 /** The CPUs (or, unpinned, reactor numbers) every reactor stands for: an export's cpumask when it has none. */
 export function allReactorsMask(ctx: RpcContext): string {
@@ -21,8 +28,8 @@ export function controllerJson(ctx: RpcContext, e: ExportEntry & { kind: 'vhost-
   return {
     ctrlr: c.name,
     cpumask: c.cpumask ?? allReactorsMask(ctx),
-    delay_base_us: 0,
-    iops_threshold: 0,
+    delay_base_us: c.delayBaseUs,
+    iops_threshold: c.iopsThreshold,
     socket: c.socket,
     sessions: e.impl.connected ? [{ id: e.impl.sessionCount, name: `${c.name}s${e.impl.sessionCount}` }] : [],
     backend_specific: {
@@ -94,6 +101,14 @@ export const vhostMethods: Record<string, Method<RpcContext>> = {
     { ctrlr: nonEmpty, force: bool.optional().describe('vdx: disconnect a connected front-end') },
     async (p, ctx) => {
       await ctx.exports.delete(p.ctrlr, 'vhost-user', p.force ?? false);
+      return true;
+    },
+  ),
+  vhost_controller_set_coalescing: method(
+    "hold a controller's interrupts back above an IOPS threshold, so a guest wakes for more completions at a time (applies to its running queues at once)",
+    { ctrlr: nonEmpty, ...coalescingFields },
+    async (p, ctx) => {
+      await ctx.exports.setCoalescing(p.ctrlr, 'vhost-user', { delayBaseUs: p.delay_base_us, iopsThreshold: p.iops_threshold });
       return true;
     },
   ),

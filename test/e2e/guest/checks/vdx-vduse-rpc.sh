@@ -31,6 +31,12 @@ rm -f /tmp/fio.stop
     n=$((n + 1)); echo $n >/tmp/fio.passes
   done ) &
 FIO_PID=$!
+# Its interrupts held back from here on (50 µs x (IOPS - 1000) / 1000: milliseconds at
+# any rate), so each waits until the reactor runs dry and sleeps, when it must go.
+rpc vduse_set_coalescing name=busy0 delay_base_us=50 iops_threshold=1000 >/dev/null
+[ "$(jrpc_get 'str(j[0]["delay_base_us"]) + " " + str(j[0]["iops_threshold"])' vduse_get_devices name=busy0)" = "50 1000" ] || fail "vduse_get_devices does not show busy0's coalescing"
+expect_fail "iops_threshold" rpc vduse_set_coalescing name=busy0 delay_base_us=50 iops_threshold=10
+step "busy0's interrupts are coalesced while fio runs on it"
 
 rpc bdev_malloc_create name=m1 num_blocks=131072 block_size=512 >/dev/null
 out=$(jrpc_get 'j["node"] + " " + j["bus"] + " " + j["driver"] + " " + str(j["msg_timeout"])' vduse_create_blk_device name=rpc1 bdev_name=m1 num_queues=2 serial=rpc-one msg_timeout=75)
@@ -91,4 +97,6 @@ step "fio verify passed $(cat /tmp/fio.passes) times on busy0 meanwhile"
 $VDX config save --rpc-socket $RPC >/tmp/saved.json
 v=$(jget '[(c["params"]["name"], c["params"]["bus"]) for s in j["subsystems"] if s["subsystem"] == "vduse" for c in s["config"]]' </tmp/saved.json)
 [ "$v" = "[('busy0', 'virtio')]" ] || { cat /tmp/saved.json; fail "saved config has vduse devices $v"; }
+v=$(jget '[(c["params"]["delay_base_us"], c["params"]["iops_threshold"]) for s in j["subsystems"] if s["subsystem"] == "vduse" for c in s["config"]]' </tmp/saved.json)
+[ "$v" = "[(50, 1000)]" ] || { cat /tmp/saved.json; fail "saved config has busy0's coalescing as $v"; }
 echo "VDX-VDUSE-RPC-OK"
