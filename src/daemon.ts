@@ -35,6 +35,8 @@ function entryKey(c: ConfigEntryText): string | undefined {
   // An error bdev is named after its base.
   if (c.method === 'bdev_error_create' && typeof c.params?.['base_name'] === 'string') return `bdev:EE_${c.params['base_name']}`;
   const name = c.params?.['ctrlr'] ?? c.params?.['name'];
+  // Coalescing set on an export goes with the export: one the command line makes takes its settings from there.
+  if (typeof name === 'string' && /_set_coalescing$/.test(c.method)) return `export:${name}`;
   if (typeof name !== 'string' || !/_create|_register_cluster$/.test(c.method)) return undefined;
   if (c.method === 'bdev_rbd_register_cluster') return `cluster:${name}`;
   return c.method.startsWith('bdev_') ? `bdev:${name}` : `export:${name}`;

@@ -273,7 +273,7 @@ export class BlkQueue {
    * send it. Returns true when there was one to send.
    */
   takeOwedInterrupt(): boolean {
-    return this.coalescer.takeOwed(this.clock.now());
+    return this.coalescer.isOwed && this.coalescer.takeOwed(this.clock.now());
   }
 
   /**

@@ -44,6 +44,7 @@ describe('RPC-made configuration across restarts', () => {
     let vdx = await serve();
     await rpc('bdev_aio_create', `filename=${img}`, 'name=d0', 'block_size=512');
     await rpc('vhost_create_blk_controller', 'ctrlr=vhost.0', 'dev_name=d0');
+    await rpc('vhost_controller_set_coalescing', 'ctrlr=vhost.0', 'delay_base_us=20', 'iops_threshold=90000');
     // Kept: what RPC calls made; not what the command line makes again itself.
     const kept = readFileSync(join(stateDir, readdirSync(stateDir).find((f) => f.startsWith('running-'))!), 'utf8');
     expect(kept).toContain('"d0"');
@@ -58,6 +59,7 @@ describe('RPC-made configuration across restarts', () => {
     expect(out).toContain('restored what RPC calls had made before this vdx started');
     expect(names(await rpc('bdev_get_bdevs'))).toEqual(['d0', 'n0']);
     expect(names(await rpc('vhost_get_controllers'))).toEqual(['vhost.0']);
+    expect(await rpc('vhost_get_controllers')).toMatchObject([{ delay_base_us: 20, iops_threshold: 90000 }]);
     const r = await qemuIo('read -P 0x3c 0 64k');
     expect(r.stdout + r.stderr).not.toMatch(/Pattern verification failed|error/i);
     expect(r.stdout).toMatch(/read 65536\/65536 bytes at offset 0/);

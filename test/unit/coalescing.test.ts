@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import { IrqCoalescer, newCoalescingBuffer, readCoalescing, writeCoalescing } from '../../src/virtio/coalescing.js';
+import { ReactorRig } from './helpers/reactor-rig.js';
 
 /** A coalescer with SPDK-style settings, and a queue that completes `iops` requests a second. */
 function rig(delayBaseUs: number, iopsThreshold: number) {
@@ -97,5 +98,45 @@ describe('interrupt coalescing', () => {
     expect(() => writeCoalescing(buf, { delayBaseUs: 1.5, iopsThreshold: 1000 })).toThrow('delay_base_us=1.5 must be an integer in 0..1000000');
     expect(() => writeCoalescing(buf, { delayBaseUs: -1, iopsThreshold: 1000 })).toThrow(/delay_base_us=-1/);
     expect(readCoalescing(buf)).toEqual({ delayBaseUs: 0, iopsThreshold: 60_000 });
+  });
+});
+
+describe('the reactor and interrupts held back', () => {
+  test('what coalescing held back goes before the reactor sleeps and when its queue stops', () => {
+    const rig = new ReactorRig();
+    const n = rig.native;
+    const call = n.eventfd(0, n.EFD_NONBLOCK | n.EFD_CLOEXEC);
+    const sent = () => {
+      const v = n.eventfdRead(call); // the count since the last read; nothing written reads as an error (EAGAIN)
+      return v > 0 ? v : 0;
+    };
+    const blk = { sizeBytes: 1 << 20, blockSize: 512, readonly: false, discard: false, writeZeroes: false, maxDiscardSectors: 0, maxWriteZeroesSectors: 0, maxDiscardSeg: 0, maxWriteZeroesSeg: 0, serial: 'c' };
+    const coalescing = newCoalescingBuffer({ delayBaseUs: 1_000_000, iopsThreshold: 100 });
+    const seq = rig.request({ op: 'addQueue', queue: rig.spec(blk, { callFd: call, coalescing }) });
+    expect(rig.replies).toContainEqual({ seq, ok: true });
+    const read = () => {
+      rig.postRead();
+      rig.reactor.iterate();
+    };
+    for (let i = 0; i < 3; i++) read();
+    expect(sent()).toBe(3); // the first interval measured nothing: no delay yet
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 12);
+    read(); // a new interval: 4 in 12 ms is over 100 IOPS, so the next interrupts wait for seconds
+    expect(sent()).toBe(1);
+    read();
+    read();
+    expect(sent()).toBe(0);
+    expect(rig.drv.usedIdx()).toBe(6); // the completions are published all the same
+    (rig.reactor as unknown as { sleep(): void }).sleep(); // this queue has no kick fd: the reactor polls on, it does not block
+    expect(sent()).toBe(1);
+    (rig.reactor as unknown as { sleep(): void }).sleep();
+    expect(sent()).toBe(0); // nothing new was owed
+    read();
+    expect(sent()).toBe(0);
+    const stop = rig.request({ op: 'stopQueue', id: 'n0#1/0' });
+    expect(rig.replies).toContainEqual(expect.objectContaining({ seq: stop, ok: true }));
+    expect(sent()).toBe(1);
+    rig.close();
+    n.close(call);
   });
 });

@@ -4,9 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import { request } from 'node:http';
 import { afterAll, describe, expect, test } from 'vitest';
-import { type BdevDesc, IoOp } from '../../src/bdev/types.js';
-import type { QueueSpec, ReactorReply, ReactorRequest } from '../../src/core/messages.js';
-import { Reactor } from '../../src/core/reactor.js';
+import { IoOp } from '../../src/bdev/types.js';
 import { allocReactorCounters, R_BUSY_NS, R_IDLE_NS, R_SLEEP_SINCE_MS, ReactorCounterReader, monotonicMs } from '../../src/core/reactor-counters.js';
 import {
   allocQueueCounters,
@@ -22,7 +20,6 @@ import {
 import { bdevIostat } from '../../src/metrics/iostat.js';
 import { escapeLabelValue, renderPrometheus } from '../../src/metrics/prometheus.js';
 import { parseMetricsAddr, startMetricsServer } from '../../src/metrics/server.js';
-import { loadNative } from '../../src/native/index.js';
 import { BlkQueue, type BlkParams } from '../../src/virtio/blk.js';
 import {
   VIRTIO_BLK_T_DISCARD,
@@ -36,6 +33,7 @@ import {
 } from '../../src/virtio/constants.js';
 import { TestDriver, d } from './helpers/driver.js';
 import { FakeChannel } from './helpers/fake-channel.js';
+import { ReactorRig } from './helpers/reactor-rig.js';
 
 
 /** A clock the test sets (ms); the test then plays the reactor: it calls account() after flush(). */
@@ -318,68 +316,22 @@ describe('reactor counters', () => {
   });
 
   test('a reactor with a queue: busy passes, idle passes, and the queue counted', () => {
-    const native = loadNative();
-    const MEM = 1 << 20;
-    const map = native.mmap(-1, 0, MEM, native.PROT_READ | native.PROT_WRITE, native.MAP_SHARED | native.MAP_ANONYMOUS);
-    const drv = new TestDriver(16, MEM, map.addr, map.buffer);
-    const wakeFd = native.eventfd(0, native.EFD_NONBLOCK | native.EFD_CLOEXEC);
-    const pending = new SharedArrayBuffer(4);
-    const rsab = allocReactorCounters();
-    const inbox: { seq: number; req: ReactorRequest }[] = [];
-    const replies: ReactorReply[] = [];
-    const reactor = new Reactor(native, { index: 0, wakeFd, pending, idleSpinUs: 0, cpus: [], counters: rsab }, {
-      take: () => inbox.shift(),
-      reply: (r) => replies.push(r),
-    });
-    const bdev: BdevDesc = {
-      info: { name: 'n0', type: 'null', blockSize: 512, sizeBytes: 1 << 20, readonly: false, caps: { flush: true, discard: true, writeZeroes: true }, maxDiscardBytes: 1 << 20 },
-      params: {},
-    };
+    const rig = new ReactorRig();
     const qsab = allocQueueCounters();
-    const host = (off: number) => map.addr + off;
-    const spec: QueueSpec = {
-      id: 'n0#1/0',
-      device: 'n0#1',
-      memory: { generation: 1, regions: [{ gpa: 0, uva: -1, hostAddr: map.addr, lenBytes: MEM }] },
-      size: 16,
-      descAddr: host(drv.layout.desc.offset),
-      availAddr: host(drv.layout.avail.offset),
-      usedAddr: host(drv.layout.used.offset),
-      eventIdx: false,
-      indirect: false,
-      lastAvail: 0,
-      usedIdx: 0,
-      kickFd: -1,
-      callFd: -1,
-      bdev,
-      blk: params(),
-      counters: qsab,
-    };
-    inbox.push({ seq: 1, req: { op: 'addQueue', queue: spec } });
-    Atomics.store(new Int32Array(pending), 0, 1);
-    reactor.iterate();
-    expect(replies).toContainEqual({ seq: 1, ok: true });
+    const seq = rig.request({ op: 'addQueue', queue: rig.spec(params(), { counters: qsab }) });
+    expect(rig.replies).toContainEqual({ seq, ok: true });
     for (let i = 0; i < 20; i++) {
-      const h = drv.alloc(16);
-      drv.dv.setUint32(h, VIRTIO_BLK_T_IN, true);
-      const data = drv.alloc(4096);
-      const st = drv.alloc(1, 1);
-      drv.putChain(0, [d(h, 16, NEXT), d(data, 4096, NEXT | WRITE), d(st, 1, WRITE)]);
-      drv.makeAvail(0);
-      reactor.iterate(); // pops, the null bdev completes in the same pass
-      for (let k = 0; k < 10; k++) reactor.iterate(); // idle passes
+      rig.postRead();
+      rig.reactor.iterate(); // pops, the null bdev completes in the same pass
+      for (let k = 0; k < 10; k++) rig.reactor.iterate(); // idle passes
     }
     const q = readQueueCounters(qsab);
     expect([q.ops.read.completed, q.ops.read.bytes, q.latency.count, q.inFlight]).toEqual([20, 20 * 4096, 20, 0]);
-    const rc = new ReactorCounterReader(0, rsab).read();
+    const rc = new ReactorCounterReader(0, rig.counters).read();
     expect(rc.busySeconds).toBeGreaterThan(0);
     expect(rc.idleSeconds).toBeGreaterThan(0);
     expect(rc.iterations).toBeGreaterThanOrEqual(20);
-    inbox.push({ seq: 2, req: { op: 'shutdown' } });
-    Atomics.store(new Int32Array(pending), 0, 1);
-    reactor.iterate();
-    native.close(wakeFd);
-    native.munmap(map.buffer, map.addr, MEM);
+    rig.close();
   });
 });
 

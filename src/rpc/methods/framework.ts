@@ -42,19 +42,26 @@ export function subsystemConfig(ctx: RpcContext, name: string): ConfigEntry[] {
       return [...rbdClusterConfig(ctx), ...bdevConfigEntries(ctx.bdevs.list()), { method: 'bdev_wait_for_examine', params: {} }];
     case 'vhost_blk':
       // As SPDK writes it: the coalescing of a controller that has it on follows its create.
+      // An entry of its own also reaches an export the command line makes (the running state
+      // skips that create on a restart, not what RPC calls changed of it since).
       return ctx.exports.list('vhost-user').flatMap((e) => {
         const c = (e as ExportEntry & { kind: 'vhost-user' }).cfg;
-        const create = { method: 'vhost_create_blk_controller', params: controllerParams(c) };
-        if (c.delayBaseUs === 0) return [create];
-        return [create, { method: 'vhost_controller_set_coalescing', params: { ctrlr: c.name, delay_base_us: c.delayBaseUs, iops_threshold: c.iopsThreshold } }];
+        return [{ method: 'vhost_create_blk_controller', params: controllerParams(c) }, ...coalescingEntry('vhost_controller_set_coalescing', { ctrlr: c.name }, c)];
       });
     case 'vduse':
-      return ctx.exports.list('vduse').map((e) => ({ method: 'vduse_create_blk_device', params: vduseParams((e as ExportEntry & { kind: 'vduse' }).cfg) }));
+      return ctx.exports.list('vduse').flatMap((e) => {
+        const c = (e as ExportEntry & { kind: 'vduse' }).cfg;
+        return [{ method: 'vduse_create_blk_device', params: vduseParams(c) }, ...coalescingEntry('vduse_set_coalescing', { name: c.name }, c)];
+      });
     default:
       throw invalidParams(`Subsystem '${name}' not found; subsystems: ${SUBSYSTEMS.map((s) => s.subsystem).join(', ')}`);
   }
 }
 
+
+function coalescingEntry(method: string, names: Record<string, string>, c: { delayBaseUs: number; iopsThreshold: number }): ConfigEntry[] {
+  return c.delayBaseUs === 0 ? [] : [{ method, params: { ...names, delay_base_us: c.delayBaseUs, iops_threshold: c.iopsThreshold } }];
+}
 
 export const frameworkMethods: Record<string, Method<RpcContext>> = {
   rpc_get_methods: method(

@@ -46,7 +46,6 @@ export function vduseParams(c: VduseExportConfig): Record<string, unknown> {
     bus: c.bus,
     ...(c.msgTimeout !== undefined ? { msg_timeout: c.msgTimeout } : {}),
     ...(c.cpumask !== undefined ? { cpumask: c.cpumask } : {}),
-    ...(c.delayBaseUs !== 0 ? { delay_base_us: c.delayBaseUs, iops_threshold: c.iopsThreshold } : {}),
   };
 }
 

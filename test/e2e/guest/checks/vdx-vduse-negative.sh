@@ -16,8 +16,11 @@ grep -q '^vduse .*block' /tmp/mgmt.txt || fail "vdx vdpa mgmtdev does not list v
 $VDX vdpa devices | tee /tmp/devs.txt
 grep -q '^vda0 ' /tmp/devs.txt && grep -q '^vdb0 ' /tmp/devs.txt || fail "devices not listed"
 
+# The device checks below ask over the one python3 RPC client (lib.sh): two node starts
+# per check cost seconds each under TCG. The vdx CLI is what the steps themselves use.
+rpc_start
 works() { # works NAME: a write and read-back on the device's node
-  local dev; dev=$($VDX vdpa list --json --rpc-socket $RPC | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).find(x=>x.name===process.argv[1]).node))' "$1")
+  local dev; dev=$(jrpc_get 'j[0]["node"]' vduse_get_devices name="$1")
   [ -b "$dev" ] || { echo "$1 has no block device ('$dev')"; return 1; }
   head -c 65536 /dev/urandom >/tmp/w.bin
   dd if=/tmp/w.bin of="$dev" bs=64k oflag=direct status=none && cmp <(dd if="$dev" bs=64k count=1 iflag=direct status=none) /tmp/w.bin

@@ -95,8 +95,8 @@ wait $FIO_PID || fail "fio verify on busy0 failed while devices came and went"
 step "fio verify passed $(cat /tmp/fio.passes) times on busy0 meanwhile"
 [ "$(cat /tmp/fio.passes)" -ge 1 ] || fail "no fio pass completed"
 $VDX config save --rpc-socket $RPC >/tmp/saved.json
-v=$(jget '[(c["params"]["name"], c["params"]["bus"]) for s in j["subsystems"] if s["subsystem"] == "vduse" for c in s["config"]]' </tmp/saved.json)
+v=$(jget '[(c["params"]["name"], c["params"]["bus"]) for s in j["subsystems"] if s["subsystem"] == "vduse" for c in s["config"] if c["method"] == "vduse_create_blk_device"]' </tmp/saved.json)
 [ "$v" = "[('busy0', 'virtio')]" ] || { cat /tmp/saved.json; fail "saved config has vduse devices $v"; }
-v=$(jget '[(c["params"]["delay_base_us"], c["params"]["iops_threshold"]) for s in j["subsystems"] if s["subsystem"] == "vduse" for c in s["config"]]' </tmp/saved.json)
-[ "$v" = "[(50, 1000)]" ] || { cat /tmp/saved.json; fail "saved config has busy0's coalescing as $v"; }
+v=$(jget '[(c["params"]["name"], c["params"]["delay_base_us"], c["params"]["iops_threshold"]) for s in j["subsystems"] if s["subsystem"] == "vduse" for c in s["config"] if c["method"] == "vduse_set_coalescing"]' </tmp/saved.json)
+[ "$v" = "[('busy0', 50, 1000)]" ] || { cat /tmp/saved.json; fail "saved config has busy0's coalescing as $v"; }
 echo "VDX-VDUSE-RPC-OK"
