@@ -92,7 +92,9 @@ function setup(m) {
   const mem = new m.GuestMemory([{ gpa: 0, uva: -1, hostAddr: 0x10_0000_0000, lenBytes: MEM }], () => buf);
   const avail = 16 * SIZE;
   const used = 8192;
-  const ring = new m.SplitRing(mem, { size: SIZE, desc: { window: 0, offset: 0 }, avail: { window: 0, offset: avail }, used: { window: 0, offset: used } }, true, true);
+  // A polling driver (VRING_AVAIL_F_NO_INTERRUPT): one that waits for interrupts gets smaller passes (blk.ts WAITING_BUDGET).
+  dv.setUint16(avail, 1, true);
+  const ring = new m.SplitRing(mem, { size: SIZE, desc: { window: 0, offset: 0 }, avail: { window: 0, offset: avail }, used: { window: 0, offset: used } }, false, true);
   const heads = Math.floor(SIZE / 3);
   for (let h = 0; h < heads; h++) {
     const base = DATA + h * 8192;
