@@ -1,5 +1,5 @@
 // vdx with and without interrupt coalescing, waiting libblkio client, pinned: client CPU 0, reactor CPU 1.
-// node ab.mjs ROUNDS SECONDS QD  -> per-setting medians of IOPS, interrupts/IO, client µs/IO, daemon µs/IO
+// [BACKENDS=null,malloc,file] node ab.mjs ROUNDS SECONDS QD  -> per-setting medians of IOPS, interrupts/IO, client µs/IO, daemon µs/IO
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,8 +10,22 @@ const REPO = process.env.VDX_REPO ?? new URL('../..', import.meta.url).pathname;
 const TMP = mkdtempSync(join(tmpdir(), 'vdx-coal-'));
 const BIN = join(TMP, 'blkio-bench');
 execFileSync('gcc', ['-O2', '-o', BIN, `${REPO}/scripts/bench/blkio-bench.c`, '-ldl']);
-const SETTINGS = { off: '', mild: ',delay-base-us=10,iops-threshold=1000000', spdk60k: ',delay-base-us=1,iops-threshold=60000', strong: ',delay-base-us=50,iops-threshold=1000' };
-const BACKENDS = { null: 'null:size=1G,name=d0', malloc: 'malloc:size=1G,populate=on,name=d0' };
+const SETTINGS = process.env.SETTINGS
+  ? JSON.parse(process.env.SETTINGS) // {"off": "", "mid": ",delay-base-us=10,iops-threshold=100000"}
+  : {
+      off: '',
+      mild: ',delay-base-us=10,iops-threshold=1000000',
+      spdk60k: ',delay-base-us=1,iops-threshold=60000',
+      mid: ',delay-base-us=10,iops-threshold=100000',
+      strong: ',delay-base-us=50,iops-threshold=1000',
+    };
+const ALL_BACKENDS = {
+  null: 'null:size=1G,name=d0',
+  malloc: 'malloc:size=1G,populate=on,name=d0',
+  // O_DIRECT io_uring on the bench's file (npm run bench makes it: fallocate -l 1G)
+  file: 'file:path=/var/tmp/vdx-bench.img,direct=on,name=d0',
+};
+const BACKENDS = Object.fromEntries((process.env.BACKENDS ?? 'null,malloc').split(',').map((b) => [b, ALL_BACKENDS[b]]));
 const tick = (pid) => { const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' '); return (Number(f[11]) + Number(f[12])) / 100; };
 const syscw = (pid) => Number(/syscw: (\d+)/.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))[1]);
 const res = {};

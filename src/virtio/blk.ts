@@ -276,6 +276,11 @@ export class BlkQueue {
     return this.coalescer.isOwed && this.coalescer.takeOwed(this.clock.now());
   }
 
+  /** When the interrupt coalescing holds back falls due (an IoClock reading), or -1 when none is held. */
+  owedInterruptDueMs(): number {
+    return this.coalescer.owedDueMs;
+  }
+
   /**
    * Count the requests completed since the last call as completed at `nowMs`
    * (an IoClock reading). The reactor calls it once per pass, after publishing

@@ -92,6 +92,11 @@ export class IrqCoalescer {
     return this.owed;
   }
 
+  /** When the owed interrupt falls due (a clock reading), or -1 when none is owed. */
+  get owedDueMs(): number {
+    return this.owed ? this.nextIrqMs : -1;
+  }
+
   /**
    * The driver wants an interrupt (or one is owed): may it go at `nowMs`,
    * with `completed` requests completed on the queue so far? When not, it is

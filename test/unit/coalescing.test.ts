@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import { IrqCoalescer, newCoalescingBuffer, readCoalescing, writeCoalescing } from '../../src/virtio/coalescing.js';
+import { loadNet } from '../../src/native/net.js';
 import { ReactorRig } from './helpers/reactor-rig.js';
 
 /** A coalescer with SPDK-style settings, and a queue that completes `iops` requests a second. */
@@ -129,15 +130,46 @@ describe('the reactor and interrupts held back', () => {
     read();
     expect(sent()).toBe(0);
     expect(rig.drv.usedIdx()).toBe(6); // the completions are published all the same
-    (rig.reactor as unknown as { sleep(): void }).sleep(); // this queue has no kick fd: the reactor polls on, it does not block
+    (rig.reactor as unknown as { sleep(kernelOwes: boolean): void }).sleep(false); // this queue has no kick fd: the reactor polls on, it does not block
     expect(sent()).toBe(1);
-    (rig.reactor as unknown as { sleep(): void }).sleep();
+    (rig.reactor as unknown as { sleep(kernelOwes: boolean): void }).sleep(false);
     expect(sent()).toBe(0); // nothing new was owed
     read();
     expect(sent()).toBe(0);
     const stop = rig.request({ op: 'stopQueue', id: 'n0#1/0' });
     expect(rig.replies).toContainEqual(expect.objectContaining({ seq: stop, ok: true }));
     expect(sent()).toBe(1);
+    rig.close();
+    n.close(call);
+  });
+
+  test('while the kernel still owes I/O, a held-back interrupt waits for its time: the reactor sleeps with a timer set for it', () => {
+    const rig = new ReactorRig();
+    const n = rig.native;
+    const call = n.eventfd(0, n.EFD_NONBLOCK | n.EFD_CLOEXEC);
+    const sent = () => Math.max(0, n.eventfdRead(call));
+    const blk = { sizeBytes: 1 << 20, blockSize: 512, readonly: false, discard: false, writeZeroes: false, maxDiscardSectors: 0, maxWriteZeroesSectors: 0, maxDiscardSeg: 0, maxWriteZeroesSeg: 0, serial: 'c' };
+    // 4 requests in 12 ms: 333 IOPS, so 2000 µs x (333 - 100) / 100 = 4.7 ms between interrupts
+    rig.request({ op: 'addQueue', queue: rig.spec(blk, { callFd: call, coalescing: newCoalescingBuffer({ delayBaseUs: 2000, iopsThreshold: 100 }) }) });
+    const read = () => {
+      rig.postRead();
+      rig.reactor.iterate();
+    };
+    for (let i = 0; i < 3; i++) read();
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 12);
+    read();
+    read();
+    expect(sent()).toBe(4);
+    const reactor = rig.reactor as unknown as { sleep(kernelOwes: boolean): void; irqTimerFd: number };
+    reactor.sleep(true);
+    expect(sent()).toBe(0); // held: the kernel's completions may still join it
+    const net = loadNet();
+    expect(reactor.irqTimerFd).toBeGreaterThanOrEqual(0);
+    expect(net.timerfdRead(reactor.irqTimerFd)).toBeLessThan(0); // not yet (EAGAIN)
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 6);
+    expect(net.timerfdRead(reactor.irqTimerFd)).toBe(1); // fired by when it falls due: a sleeping reactor wakes for it
+    rig.reactor.iterate();
+    expect(sent()).toBe(1); // and the pass after sends it
     rig.close();
     n.close(call);
   });
