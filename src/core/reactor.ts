@@ -6,7 +6,7 @@
 import { bdevModule, bdevModuleSource } from '../bdev/registry.js';
 import type { BdevDesc, Channel, ChannelContext } from '../bdev/types.js';
 import type { NativeShim } from '../native/index.js';
-import { loadNet } from '../native/net.js';
+import { loadNet, type NetShim } from '../native/net.js';
 import { BlkQueue } from '../virtio/blk.js';
 import { IoClock, perf } from '../virtio/blk-counters.js';
 import { IotlbMapper } from './iotlb.js';
@@ -56,6 +56,7 @@ export interface RequestSource {
 }
 
 const TOKEN_WAKE = 0;
+const TOKEN_IRQ_TIMER = 1;
 
 export class Reactor {
   private readonly queues = new Map<string, QueueState>();
@@ -65,12 +66,13 @@ export class Reactor {
   private channelList: ChannelRef[] = [];
   private readonly memories = new Map<string, MemRef>();
   private readonly epfd: number;
-  /** wakes a sleeping reactor when a held-back interrupt falls due (armIrqTimer); -1 until first needed */
-  private irqTimerFd = -1;
+  /** wakes a sleeping reactor when a held-back interrupt falls due (armIrqTimer) */
+  private readonly irqTimerFd: number;
+  private readonly net: NetShim = loadNet();
   private readonly events = new Uint32Array(128);
   private readonly pending: Int32Array;
   private readonly tokens = new Map<number, () => void>();
-  private nextToken = 1;
+  private nextToken = 2;
   private running = true;
   private idleSince = 0;
   private stats = { iterations: 0, sleeps: 0 };
@@ -108,6 +110,10 @@ export class Reactor {
     this.rc = new Float64Array(init.counters ?? new ArrayBuffer(R_SLOTS * 8), 0, R_SLOTS);
     this.monoOffsetMs = monotonicMs() - performance.now();
     native.epollCtl(this.epfd, native.EPOLL_CTL_ADD, init.wakeFd, native.EPOLLIN, TOKEN_WAKE);
+    const net = this.net;
+    const timer = (this.irqTimerFd = net.timerfdCreate());
+    this.tokens.set(TOKEN_IRQ_TIMER, () => net.timerfdRead(timer));
+    native.epollCtl(this.epfd, native.EPOLL_CTL_ADD, timer, native.EPOLLIN, TOKEN_IRQ_TIMER);
   }
 
   /** The reactor thread's whole life. */
@@ -245,21 +251,20 @@ export class Reactor {
     const n = this.native;
     let mustPoll = false;
     const qs = this.active;
-    // What coalescing held back: with completions still to come from the kernel, it waits until
-    // it falls due (a timer wakes us then); otherwise nothing more will join it, and asleep we
-    // would never send it, so it goes now.
+    // What coalescing held back: on a queue whose own requests the kernel still works on, more
+    // completions may join it, so it waits until it falls due (a timer wakes us then);
+    // otherwise nothing will, and asleep we would never send it, so it goes now.
     let irqDueMs = -1;
     for (let i = 0; i < qs.length; i++) {
       const q = qs[i]!;
       const due = q.blk.owedInterruptDueMs();
       if (due < 0) continue;
-      if (kernelOwes && !q.broken && q.stopSeq < 0) {
+      if (kernelOwes && q.blk.inflight() > 0 && !q.broken && q.stopSeq < 0) {
         if (irqDueMs < 0 || due < irqDueMs) irqDueMs = due;
       } else if (q.blk.takeOwedInterrupt()) {
         this.interrupt(q);
       }
     }
-    if (irqDueMs >= 0) this.armIrqTimer(irqDueMs);
     for (let i = 0; i < qs.length; i++) {
       const q = qs[i]!;
       if (q.stopSeq >= 0 || q.broken) continue;
@@ -276,6 +281,8 @@ export class Reactor {
     }
     if (Atomics.load(this.pending, 0) !== 0) mustPoll = true;
     if (!mustPoll) {
+      // Polling on instead, flush() sends it when due.
+      if (irqDueMs >= 0) this.armIrqTimer(irqDueMs);
       this.stats.sleeps++;
       // Idle is accounted up to markMs; while asleep the reader adds the time
       // since then, so going to sleep costs no clock reading.
@@ -299,18 +306,10 @@ export class Reactor {
     for (let i = 0; i < qs.length; i++) qs[i]!.blk.ring.setKicks(false);
   }
 
-  /** Wake at `dueMs` (an IoClock reading) for an interrupt coalescing holds back; the timerfd is made on first use. */
+  /** Wake at `dueMs` (an IoClock reading) for an interrupt coalescing holds back. */
   private armIrqTimer(dueMs: number): void {
-    const net = loadNet();
-    if (this.irqTimerFd < 0) {
-      this.irqTimerFd = net.timerfdCreate();
-      const fd = this.irqTimerFd;
-      const token = this.nextToken++;
-      this.tokens.set(token, () => net.timerfdRead(fd));
-      net.epollCtl(this.epfd, net.EPOLL_CTL_ADD, fd, net.EPOLLIN, token);
-    }
     // A timer left armed from an earlier sleep only wakes us once for nothing.
-    net.timerfdSet(this.irqTimerFd, Math.max(0.001, dueMs - perf.now()));
+    this.net.timerfdSet(this.irqTimerFd, Math.max(0.001, dueMs - perf.now()));
   }
 
   /** How long the reactor may sleep: until QoS lets a held request go (at least 1 ms), or -1 (until woken). */
@@ -583,7 +582,7 @@ export class Reactor {
   }
 
   private close(): void {
-    if (this.irqTimerFd >= 0) this.native.close(this.irqTimerFd);
+    this.native.close(this.irqTimerFd);
     this.native.close(this.epfd);
   }
 }

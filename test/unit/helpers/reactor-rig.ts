@@ -1,13 +1,13 @@
 // A Reactor driven pass by pass on this thread (iterate()), with one split
-// queue on a null bdev in real mapped memory, for tests of what the reactor
-// itself does around its queues.
+// queue (on a null bdev unless the spec says otherwise) in real mapped memory,
+// for tests of what the reactor itself does around its queues.
 import type { BdevDesc } from '../../../src/bdev/types.js';
 import type { QueueSpec, ReactorReply, ReactorRequest } from '../../../src/core/messages.js';
 import { Reactor } from '../../../src/core/reactor.js';
 import { allocReactorCounters } from '../../../src/core/reactor-counters.js';
 import { loadNative } from '../../../src/native/index.js';
 import type { BlkParams } from '../../../src/virtio/blk.js';
-import { VIRTIO_BLK_T_IN, VRING_DESC_F_NEXT as NEXT, VRING_DESC_F_WRITE as WRITE } from '../../../src/virtio/constants.js';
+import { VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VRING_DESC_F_NEXT as NEXT, VRING_DESC_F_WRITE as WRITE } from '../../../src/virtio/constants.js';
 import { TestDriver, d } from './driver.js';
 
 const MEM = 1 << 20;
@@ -20,7 +20,7 @@ export const nullBdev = (): BdevDesc => ({
 export class ReactorRig {
   readonly native = loadNative();
   private readonly map = this.native.mmap(-1, 0, MEM, this.native.PROT_READ | this.native.PROT_WRITE, this.native.MAP_SHARED | this.native.MAP_ANONYMOUS);
-  readonly drv = new TestDriver(16, MEM, this.map.addr, this.map.buffer);
+  readonly drv: TestDriver;
   private readonly wakeFd = this.native.eventfd(0, this.native.EFD_NONBLOCK | this.native.EFD_CLOEXEC);
   private readonly pending = new SharedArrayBuffer(4);
   readonly counters = allocReactorCounters();
@@ -32,6 +32,10 @@ export class ReactorRig {
     reply: (r) => this.replies.push(r),
   });
 
+  constructor(ringSize = 16) {
+    this.drv = new TestDriver(ringSize, MEM, this.map.addr, this.map.buffer);
+  }
+
   /** The queue on the rig's ring, with `over` on top. */
   spec(blk: BlkParams, over: Partial<QueueSpec> = {}): QueueSpec {
     const host = (off: number) => this.map.addr + off;
@@ -39,7 +43,7 @@ export class ReactorRig {
       id: 'n0#1/0',
       device: 'n0#1',
       memory: { generation: 1, regions: [{ gpa: 0, uva: -1, hostAddr: this.map.addr, lenBytes: MEM }] },
-      size: 16,
+      size: this.drv.size,
       descAddr: host(this.drv.layout.desc.offset),
       availAddr: host(this.drv.layout.avail.offset),
       usedAddr: host(this.drv.layout.used.offset),
@@ -64,13 +68,13 @@ export class ReactorRig {
     return seq;
   }
 
-  /** Make a 4 KiB read available at descriptor 0 (the previous one must have completed). */
-  postRead(): void {
+  /** Make a 4 KiB read (or write) available at descriptor `head` (its 3 descriptors must be free: the request there completed). */
+  postRead(head = 0, write = false): void {
     const drv = this.drv;
     const h = drv.alloc(16);
-    drv.dv.setUint32(h, VIRTIO_BLK_T_IN, true);
-    drv.putChain(0, [d(h, 16, NEXT), d(drv.alloc(4096), 4096, NEXT | WRITE), d(drv.alloc(1, 1), 1, WRITE)]);
-    drv.makeAvail(0);
+    drv.dv.setUint32(h, write ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN, true);
+    drv.putChain(head, [d(h, 16, NEXT), d(drv.alloc(4096), 4096, NEXT | (write ? 0 : WRITE)), d(drv.alloc(1, 1), 1, WRITE)]);
+    drv.makeAvail(head);
   }
 
   close(): void {
