@@ -165,6 +165,14 @@ describe.skipIf(!haveServers)('nbd channel against real servers', () => {
     const d = await bdev({ path: sock, connections: '3' });
     expect(d.params.connections).toBe(3);
     const ch = channel(d);
+    // The connections come up in the background, and a flush fans out to those that are up
+    // (a write went to none of the others): wait for all three, or a loaded machine sees one.
+    const ready = () => (ch as unknown as { ready: number }).ready;
+    for (const end = Date.now() + 10_000; ready() < 3 && Date.now() < end; ) {
+      ch.poll();
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(ready()).toBe(3);
     pattern(0, 65536, 3);
     // Enough writes that every connection gets some, then one flush.
     const writes = Array.from({ length: 12 }, (_, i) => io(IoOp.WRITE, i * 65536, 65536));
