@@ -25,7 +25,7 @@ mark scrape-2; await scraped-2
 # churn on/off, reads completed, time in ns. The sampler forks nothing (a read
 # of the stat file, $EPOCHREALTIME, and a timed read of a fifo nobody writes as
 # its sleep): under TCG each fork costs fio tens of milliseconds of its vCPU.
-PHASES=${PHASES:-33}; PER_PHASE=${PER_PHASE:-6}; WINDOW_S=${WINDOW_S:-0.2}
+PHASES=${PHASES:-65}; PER_PHASE=${PER_PHASE:-6}; WINDOW_S=${WINDOW_S:-0.2}
 # fio runs until the phases are over, then is stopped with SIGTERM, which ends
 # it cleanly with its report (sent to fio itself: a background job of a script
 # ignores SIGINT).
