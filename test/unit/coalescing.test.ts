@@ -156,7 +156,7 @@ describe('the reactor and interrupts held back', () => {
     const base = nullBdev();
     const held = delayBdev.create(delayBdev.normalize({ name: 'd0', base: 'n0', 'avg-read-latency': '5000', 'avg-write-latency': '500000' }), [base]);
     const blk = { sizeBytes: 1 << 20, blockSize: 512, readonly: false, discard: false, writeZeroes: false, maxDiscardSectors: 0, maxWriteZeroesSectors: 0, maxDiscardSeg: 0, maxWriteZeroesSeg: 0, serial: 'c' };
-    rig.request({ op: 'addQueue', queue: rig.spec(blk, { bdev: held, callFd: call, kickFd: kick, coalescing: newCoalescingBuffer({ delayBaseUs: 2000, iopsThreshold: 100 }) }) });
+    rig.request({ op: 'addQueue', queue: rig.spec(blk, { bdev: held, callFd: call, kickFd: kick, coalescing: newCoalescingBuffer({ delayBaseUs: 5000, iopsThreshold: 100 }) }) });
     /** reads at heads 3, 6, ... (and a write at 0), run until the reads are back */
     const burst = (write: boolean) => {
       if (write) rig.postRead(0, true);
@@ -169,14 +169,26 @@ describe('the reactor and interrupts held back', () => {
     burst(false); // the first interval has measured nothing: no delay
     burst(false);
     // The interval ends: 38 in ~12 ms, some 3000 IOPS, so from this interrupt on they are
-    // 2000 µs x (IOPS - 100) / 100 apart, tens of ms.
+    // 5000 µs x (IOPS - 100) / 100 apart, some 150 ms. On a loaded machine the second burst
+    // may already come 10 ms after the first: its interrupt then ends the interval, and the
+    // third burst's is the first held back (owed, not sent).
     burst(false);
-    expect(sent()).toBe(3);
-    // Reads again, and a write the bdev holds for half a second: the reads' completions come
-    // within the delay (at any rate above the threshold), so their interrupt is held back.
-    burst(true);
-    expect(sent()).toBe(0);
+    expect([2, 3]).toContain(sent());
     const q = (rig.reactor as unknown as { active: { blk: { owedInterruptDueMs(): number; inflight(): number } }[] }).active[0]!.blk;
+    // Reads again, and a write the bdev holds for half a second: the reads' completions come
+    // within the delay, so their interrupt is held back. (On a machine so loaded that the
+    // rate measured is low and a burst outlasts the delay it makes, it goes: wait out the
+    // write, and try again.)
+    for (let tries = 1; ; tries++) {
+      burst(true);
+      if (sent() === 0) break;
+      expect(tries).toBeLessThan(3);
+      while (q.inflight() > 0) {
+        wait(20);
+        rig.reactor.iterate();
+      }
+      sent();
+    }
     const due = q.owedInterruptDueMs();
     expect(due).toBeGreaterThan(now());
     expect(q.inflight()).toBe(1); // the write
