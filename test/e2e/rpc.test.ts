@@ -739,8 +739,8 @@ describe('interrupt coalescing under a libblkio client that sleeps until interru
       // At QD1 each completion waits for its held-back interrupt: a median latency of some 140 µs
       // against 14 µs with coalescing off, before and after (seen here). The client (more than 1000
       // requests in the second, each waiting for its interrupt) lost none.
-      expect(on1.p50, summary).toBeGreaterThan(4 * off1.p50);
-      expect(on1.p50, summary).toBeGreaterThan(4 * offAgain1.p50);
+      expect(on1.p50, summary).toBeGreaterThan(3 * off1.p50);
+      expect(on1.p50, summary).toBeGreaterThan(3 * offAgain1.p50);
     } finally {
       await result(d.sock, 'vhost_delete_controller', { ctrlr: 'coal.0', force: true });
     }
